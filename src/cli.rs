@@ -1,0 +1,65 @@
+//! The command line. Flags common to every command are global, so they may come before or after
+//! the command name (`deployr --hosts web1 run backup` and `deployr run backup --hosts web1`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "deployr",
+    version,
+    about = "Deploy applications to many servers over SSH: prepare in parallel, activate at once.",
+    after_help = "Examples:\n  deployr check\n  deployr run backup --roles db\n  deployr --dry-run run backup"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The deployfile to read.
+    #[arg(
+        short = 'f',
+        long = "file",
+        global = true,
+        default_value = "deployfile.toml",
+        env = "DEPLOYR_FILE"
+    )]
+    pub file: PathBuf,
+    /// Work only on these hosts (comma-separated names from [hosts]).
+    #[arg(long, global = true, value_delimiter = ',', value_name = "HOST,...")]
+    pub hosts: Vec<String>,
+    /// Work only on hosts with any of these roles.
+    #[arg(long, global = true, value_delimiter = ',', value_name = "ROLE,...")]
+    pub roles: Vec<String>,
+    /// Print every command for every host without connecting to any.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+    /// Hosts worked on at once (overrides [ssh] concurrency).
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
+    /// Show connection times too.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Show only failures.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a [tasks.NAME] entry on its hosts (suitable for cron).
+    #[command(after_help = "Example:\n  deployr run backup\n  deployr run backup --dry-run")]
+    Run {
+        /// The task's name, as in [tasks.NAME].
+        task: String,
+    },
+    /// Connect, authenticate and verify host keys, check that deploy_to is writable and git is
+    /// present, and run the [[check]] entries. Changes nothing.
+    #[command(after_help = "Example:\n  deployr check --roles web")]
+    Check,
+}

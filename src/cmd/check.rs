@@ -1,0 +1,164 @@
+//! `deployr check`: can every host be deployed to? Connects, authenticates, verifies host keys,
+//! looks at `deploy_to` and `git`, then runs the `[[check]]` entries. Changes nothing.
+
+use std::sync::Arc;
+
+use super::Context;
+use crate::error::Error;
+use crate::inventory::Host;
+use crate::plan::{self, Plan, PlannedRun, PlannedStep, quote};
+use crate::report::{EventKind, Events};
+use crate::run;
+use crate::transport::{Connection, Stream};
+
+pub async fn run(context: &Context) -> Result<(), Error> {
+    let probes = probe_plan(context)?;
+    let checks = plan::in_current(
+        &context.deployfile,
+        context.hosts.clone(),
+        &context.deployfile.checks,
+        &context.timestamp,
+    )?;
+    if context.dry_run {
+        context.print_plan(&probes)?;
+        return context.print_plan(&checks);
+    }
+    let (events, reporter) = context.reporter().spawn();
+    let result = probe_and_check(context, &probes, &checks, &events).await;
+    drop(events);
+    let _ = reporter.await;
+    result
+}
+
+async fn probe_and_check(
+    context: &Context,
+    probes: &Plan,
+    checks: &Plan,
+    events: &Events,
+) -> Result<(), Error> {
+    let results = run::connect(&context.hosts, context.concurrency, events).await;
+    let mut connections = Vec::new();
+    let mut unreachable = Vec::new();
+    let mut unusable = Vec::new();
+    for ((host, result), run) in context.hosts.iter().zip(results).zip(&probes.steps[0].runs) {
+        match result {
+            Ok(connection) => {
+                let facts = probe(host, &connection, &run.script).await;
+                if facts.iter().any(|(_, value)| is_problem(value)) {
+                    unusable.push(host.name.clone());
+                }
+                events.send(EventKind::Probed {
+                    host: host.name.clone(),
+                    facts,
+                });
+                connections.push(connection);
+            }
+            Err(failure) => {
+                events.send(EventKind::Probed {
+                    host: host.name.clone(),
+                    facts: vec![
+                        ("address".into(), endpoint(host)),
+                        ("connection".into(), connection_problem(&failure.error)),
+                        ("deploy_to".into(), "-".into()),
+                        ("git".into(), "-".into()),
+                    ],
+                });
+                unreachable.push(failure);
+            }
+        }
+    }
+    if !unreachable.is_empty() {
+        run::disconnect(&connections).await;
+        return Err(Error::Connect(unreachable));
+    }
+    let result = run::execute(checks, &connections, context.concurrency, events).await;
+    run::disconnect(&connections).await;
+    result.map_err(Error::StepFailed)?;
+    if unusable.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::CheckFailed {
+            what: "deploy_to or git".into(),
+            hosts: unusable,
+        })
+    }
+}
+
+fn is_problem(value: &str) -> bool {
+    value.starts_with("NOT") || value.starts_with("MISSING")
+}
+
+fn endpoint(host: &Host) -> String {
+    match &host.address {
+        crate::inventory::Address::Local => "local".into(),
+        crate::inventory::Address::Remote(address) => format!("{address}:{}", host.ssh.port),
+    }
+}
+
+fn connection_problem(error: &crate::ssh::ConnectError) -> String {
+    use crate::ssh::ConnectError::*;
+    match error {
+        Unreachable { .. } => "FAILED: unreachable",
+        Timeout { .. } => "FAILED: timed out",
+        UnknownHostKey { .. } => "FAILED: unknown host key",
+        HostKeyChanged { .. } => "FAILED: HOST KEY CHANGED",
+        KnownHosts { .. } => "FAILED: known_hosts unreadable",
+        Auth { .. } => "FAILED: authentication",
+        Protocol(_) => "FAILED: protocol error",
+    }
+    .to_string()
+}
+
+/// One read-only script per host that reports on `deploy_to` and `git` as `key=value` lines.
+fn probe_plan(context: &Context) -> Result<Plan, Error> {
+    let mut runs = Vec::new();
+    for (index, host) in context.hosts.iter().enumerate() {
+        let deploy_to = quote(&host.deploy_to, "deploy_to")?;
+        let script = format!(
+            r#"d={deploy_to}
+if [ -d "$d" ]; then
+  if [ -w "$d" ]; then echo "deploy_to=writable"; else echo "deploy_to=NOT writable"; fi
+else
+  p="$d"; while [ ! -d "$p" ]; do p=$(dirname "$p"); done
+  if [ -w "$p" ]; then echo "deploy_to=absent, can be created"; else echo "deploy_to=NOT creatable ($p is not writable)"; fi
+fi
+if command -v git >/dev/null 2>&1; then echo "git=$(git --version)"; else echo "git=MISSING"; fi"#
+        );
+        runs.push(PlannedRun {
+            host: index,
+            script,
+        });
+    }
+    Ok(Plan {
+        hosts: context.hosts.clone(),
+        steps: vec![PlannedStep {
+            name: "probe".into(),
+            timeout: None,
+            concurrency: None,
+            runs,
+        }],
+    })
+}
+
+async fn probe(host: &Host, connection: &Arc<Connection>, script: &str) -> Vec<(String, String)> {
+    let mut lines = Vec::new();
+    let outcome = connection
+        .exec(script, None, &mut |stream, line| {
+            if stream == Stream::Stdout {
+                lines.push(line)
+            }
+        })
+        .await;
+    let find = |key: &str| {
+        lines
+            .iter()
+            .find_map(|line| line.strip_prefix(&format!("{key}=")).map(str::to_string))
+            .unwrap_or_else(|| format!("NOT checked ({outcome})"))
+    };
+    vec![
+        ("address".into(), endpoint(host)),
+        ("connection".into(), "ok".into()),
+        ("deploy_to".into(), find("deploy_to")),
+        ("git".into(), find("git")),
+    ]
+}

@@ -1,0 +1,800 @@
+//! The deployfile: parsed once, validated completely, and turned into resolved types before
+//! anything connects anywhere. Every error names the file, line and column.
+
+mod diagnostic;
+mod raw;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use diagnostic::{DeployfileError, Diagnostic};
+use raw::{RawDeployfile, RawEnvValue, RawSsh, RawStep, S};
+
+use crate::inventory::{Address, Host, HostKeyPolicy, SshSettings, nearest};
+use crate::refname;
+use crate::template::{BASE_VARIABLES, RELEASE_VARIABLES, Template};
+
+pub const DEFAULT_PATH: &str = "deployfile.toml";
+
+#[derive(Debug, Clone)]
+pub struct Deployfile {
+    pub path: PathBuf,
+    pub app: App,
+    pub source: Option<Source>,
+    pub env: Vec<EnvVar>,
+    pub hosts: Vec<Host>,
+    pub checks: Vec<Step>,
+    pub prepare: Vec<Step>,
+    pub activate: Vec<ActivateStep>,
+    pub healthcheck: Option<Healthcheck>,
+    pub tasks: Vec<Task>,
+    /// Hosts worked on at once.
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct App {
+    pub name: String,
+    pub keep_releases: usize,
+    pub shared_dirs: Vec<String>,
+    pub shared_files: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub repo: String,
+    pub reference: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+    /// Masked as `***` in every output. Always true for values taken from the local environment.
+    pub secret: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub name: String,
+    pub command: Template,
+    /// `None`: every host.
+    pub roles: Option<Vec<String>>,
+    pub once: bool,
+    pub timeout: Option<Duration>,
+    /// Hosts this step runs on at once, below the global limit (a shared git or package server).
+    pub concurrency: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ActivateStep {
+    Run(Step),
+    Switch,
+}
+
+#[derive(Debug, Clone)]
+pub struct Healthcheck {
+    pub command: Template,
+    pub roles: Option<Vec<String>>,
+    pub attempts: u32,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub description: Option<String>,
+    pub step: Step,
+    pub lock: bool,
+}
+
+impl Deployfile {
+    pub fn load(path: &Path) -> Result<Deployfile, DeployfileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| DeployfileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Deployfile::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Deployfile, DeployfileError> {
+        let raw: RawDeployfile =
+            toml::from_str(text).map_err(|error| DeployfileError::from_toml(path, text, &error))?;
+        let mut validator = Validator {
+            path,
+            text,
+            diagnostics: Vec::new(),
+        };
+        let deployfile = validator.deployfile(raw);
+        // A shared value (the global deploy_to, say) can be wrong for several hosts; say it once.
+        let mut seen = std::collections::HashSet::new();
+        validator.diagnostics.retain(|d| seen.insert(d.to_string()));
+        if validator.diagnostics.is_empty() {
+            Ok(deployfile)
+        } else {
+            Err(DeployfileError::Invalid(validator.diagnostics))
+        }
+    }
+
+    pub fn task(&self, name: &str) -> Option<&Task> {
+        self.tasks.iter().find(|task| task.step.name == name)
+    }
+
+    pub fn secrets(&self) -> Vec<String> {
+        self.env
+            .iter()
+            .filter(|var| var.secret && !var.value.is_empty())
+            .map(|var| var.value.clone())
+            .collect()
+    }
+}
+
+/// Which variables a command may use, by where it runs.
+#[derive(Clone, Copy)]
+enum Scope {
+    /// Tasks and checks: no release is being worked on.
+    Base,
+    /// Prepare and activate steps and the health check.
+    Release,
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>, help: Option<String>) {
+        self.diagnostics.push(Diagnostic::new(
+            self.path,
+            self.text,
+            span,
+            message.into(),
+            help,
+        ));
+    }
+
+    fn deployfile(&mut self, raw: RawDeployfile) -> Deployfile {
+        let app_span = raw.app.span();
+        let raw_app = raw.app.into_inner();
+        let app = App {
+            name: self.nonempty(&raw_app.name, "app.name"),
+            keep_releases: raw_app
+                .keep_releases
+                .map(|n| self.positive(&n, "keep_releases"))
+                .unwrap_or(5),
+            shared_dirs: self.relative_paths(&raw_app.shared_dirs, "shared_dirs"),
+            shared_files: self.relative_paths(&raw_app.shared_files, "shared_files"),
+        };
+        let source = raw.source.map(|source| {
+            let source = source.into_inner();
+            let reference = match &source.reference {
+                Some(reference) => {
+                    if let Err(problem) = refname::validate(reference.get_ref()) {
+                        self.error(reference.span(), problem.to_string(), None);
+                    }
+                    reference.get_ref().clone()
+                }
+                None => "main".to_string(),
+            };
+            Source {
+                repo: self.nonempty(&source.repo, "source.repo"),
+                reference,
+            }
+        });
+        let concurrency = raw
+            .ssh
+            .concurrency
+            .as_ref()
+            .map(|n| self.positive(n, "concurrency"))
+            .unwrap_or(50);
+        let env = self.env(&raw.env.0);
+        let vars = self.vars(&raw.vars.0);
+        let hosts = self.hosts(raw.hosts.0, &raw.ssh, &raw_app.deploy_to, &vars, app_span);
+
+        let checks = self.steps(raw.check, "check", &hosts, Scope::Base);
+        let prepare = self.steps(raw.prepare, "prepare", &hosts, Scope::Release);
+        let activate = self.activate(raw.activate, &hosts);
+        let healthcheck = raw.healthcheck.map(|hc| {
+            let hc = hc.into_inner();
+            Healthcheck {
+                command: self.template(&hc.run, Scope::Release, &hosts),
+                roles: self.roles(hc.roles.as_deref(), &hosts),
+                attempts: hc
+                    .attempts
+                    .map(|n| self.positive(&n, "attempts") as u32)
+                    .unwrap_or(30),
+                interval: self
+                    .duration(hc.interval.as_ref())
+                    .unwrap_or(Duration::from_secs(1)),
+                timeout: self
+                    .duration(hc.timeout.as_ref())
+                    .unwrap_or(Duration::from_secs(20)),
+            }
+        });
+        let tasks = raw
+            .tasks
+            .0
+            .into_iter()
+            .map(|(name, task)| {
+                let span = task.span();
+                let task = task.into_inner();
+                let step = RawStep {
+                    name: Some(name),
+                    run: Some(task.run),
+                    switch: None,
+                    roles: task.roles,
+                    once: task.once,
+                    timeout: task.timeout,
+                    concurrency: task.concurrency,
+                };
+                Task {
+                    description: task.description,
+                    step: self.step(S::new(span, step), 0, "tasks", &hosts, Scope::Base),
+                    lock: task.lock,
+                }
+            })
+            .collect();
+        Deployfile {
+            path: self.path.to_path_buf(),
+            app,
+            source,
+            env,
+            hosts,
+            checks,
+            prepare,
+            activate,
+            healthcheck,
+            tasks,
+            concurrency,
+        }
+    }
+
+    fn nonempty(&mut self, value: &S<String>, what: &str) -> String {
+        if value.get_ref().trim().is_empty() {
+            self.error(value.span(), format!("{what} must not be empty"), None);
+        }
+        value.get_ref().clone()
+    }
+
+    fn positive(&mut self, value: &S<i64>, what: &str) -> usize {
+        match usize::try_from(*value.get_ref()) {
+            Ok(n) if n > 0 => n,
+            _ => {
+                self.error(
+                    value.span(),
+                    format!("{what} must be a whole number of at least 1"),
+                    None,
+                );
+                1
+            }
+        }
+    }
+
+    fn duration(&mut self, value: Option<&S<String>>) -> Option<Duration> {
+        let value = value?;
+        match humantime::parse_duration(value.get_ref()) {
+            Ok(duration) if !duration.is_zero() => Some(duration),
+            Ok(_) => {
+                self.error(value.span(), "a duration must be longer than zero", None);
+                None
+            }
+            Err(error) => {
+                self.error(
+                    value.span(),
+                    format!("`{}` is not a duration: {error}", value.get_ref()),
+                    Some("write durations like \"500ms\", \"10s\", \"5m\" or \"1h 30m\"".into()),
+                );
+                None
+            }
+        }
+    }
+
+    /// An absolute path; for a local host, a relative path is taken from the deployfile's
+    /// directory, so an example can deploy into the checkout it comes with.
+    fn deploy_to(&mut self, value: &S<String>, local: bool) -> String {
+        let text = value.get_ref();
+        let path = if text.len() > 1 {
+            text.trim_end_matches('/')
+        } else {
+            text
+        };
+        if path.starts_with('/') {
+            if path == "/" {
+                self.error(value.span(), "deploy_to must not be `/`", None);
+            }
+            return path.to_string();
+        }
+        if local && !path.is_empty() {
+            let base = match self.path.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent,
+                _ => Path::new("."),
+            };
+            let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+            return base.join(path).to_string_lossy().into_owned();
+        }
+        self.error(
+            value.span(),
+            format!("deploy_to must be an absolute path, not `{text}`"),
+            Some("only hosts with address = \"local\" may use a path relative to the deployfile".into()),
+        );
+        path.to_string()
+    }
+
+    fn relative_paths(&mut self, values: &[S<String>], what: &str) -> Vec<String> {
+        values
+            .iter()
+            .map(|value| {
+                let path = value.get_ref();
+                if path.is_empty()
+                    || path.starts_with('/')
+                    || path.split('/').any(|part| part == "..")
+                {
+                    self.error(
+                        value.span(),
+                        format!("{what} entries are paths inside the release, such as \"media\"; `{path}` is not"),
+                        None,
+                    );
+                }
+                path.trim_end_matches('/').to_string()
+            })
+            .collect()
+    }
+
+    fn identifier(&mut self, name: &S<String>, what: &str) {
+        let text = name.get_ref();
+        let mut chars = text.chars();
+        let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            self.error(
+                name.span(),
+                format!("{what} `{text}` must be letters, digits and `_`, starting with a letter"),
+                None,
+            );
+        }
+    }
+
+    fn env(&mut self, entries: &[(S<String>, S<RawEnvValue>)]) -> Vec<EnvVar> {
+        entries
+            .iter()
+            .map(|(name, value)| {
+                self.identifier(name, "environment variable");
+                let (value, secret) = match value.get_ref() {
+                    RawEnvValue::Plain(text) => (text.clone(), false),
+                    RawEnvValue::Table(table) => match (&table.value, &table.from_env) {
+                        (Some(text), None) => (text.clone(), table.secret),
+                        (None, Some(variable)) => match std::env::var(variable) {
+                            Ok(text) => (text, true),
+                            Err(_) => {
+                                self.error(
+                                    value.span(),
+                                    format!(
+                                        "env.{} takes its value from the local environment variable `{variable}`, which is not set",
+                                        name.get_ref()
+                                    ),
+                                    Some(format!("export {variable}=... before running deployr")),
+                                );
+                                (String::new(), true)
+                            }
+                        },
+                        _ => {
+                            self.error(
+                                value.span(),
+                                format!("env.{} needs exactly one of `value` and `from_env`", name.get_ref()),
+                                None,
+                            );
+                            (String::new(), table.secret)
+                        }
+                    },
+                };
+                EnvVar {
+                    name: name.get_ref().clone(),
+                    value,
+                    secret,
+                }
+            })
+            .collect()
+    }
+
+    fn vars(&mut self, entries: &[(S<String>, S<String>)]) -> Vec<(String, Template)> {
+        entries
+            .iter()
+            .map(|(name, value)| {
+                self.identifier(name, "variable");
+                let builtin = BASE_VARIABLES
+                    .iter()
+                    .chain(RELEASE_VARIABLES)
+                    .any(|b| b == name.get_ref());
+                if builtin {
+                    self.error(
+                        name.span(),
+                        format!(
+                            "`{}` is a built-in variable and cannot be set in [vars]",
+                            name.get_ref()
+                        ),
+                        None,
+                    );
+                }
+                let template = self.parse_template(value);
+                for (variable, offset) in template.variables() {
+                    if !BASE_VARIABLES.contains(&variable) {
+                        let help = nearest(variable, BASE_VARIABLES.iter().copied())
+                            .map(|n| format!("did you mean `{{{{{n}}}}}`?"))
+                            .or_else(|| {
+                                Some(format!(
+                                    "values in [vars] may use only {}",
+                                    BASE_VARIABLES.join(", ")
+                                ))
+                            });
+                        self.error(
+                            self.inner_span(value, offset, variable.len() + 4),
+                            format!("unknown variable `{{{{{variable}}}}}` in [vars]"),
+                            help,
+                        );
+                    }
+                }
+                (name.get_ref().clone(), template)
+            })
+            .collect()
+    }
+
+    fn hosts(
+        &mut self,
+        entries: Vec<(S<String>, S<raw::RawHost>)>,
+        global: &RawSsh,
+        deploy_to: &S<String>,
+        vars: &[(String, Template)],
+        app_span: Range<usize>,
+    ) -> Vec<Host> {
+        if entries.is_empty() {
+            self.error(
+                app_span,
+                "the deployfile defines no hosts",
+                Some("add one, e.g. [hosts.web1] with address = \"10.0.0.11\" or \"local\"".into()),
+            );
+        }
+        entries
+            .into_iter()
+            .map(|(name, host)| {
+                let host = host.into_inner();
+                let mut host_vars = vars.to_vec();
+                for (var_name, template) in self.vars(&host.vars.0) {
+                    match host_vars.iter_mut().find(|(n, _)| *n == var_name) {
+                        Some(slot) => slot.1 = template,
+                        None => host_vars.push((var_name, template)),
+                    }
+                }
+                let address = host.address.get_ref().trim();
+                if address.is_empty() {
+                    self.error(host.address.span(), "address must not be empty", None);
+                }
+                for role in &host.roles {
+                    self.identifier(role, "role");
+                }
+                Host {
+                    name: name.get_ref().clone(),
+                    address: if address == "local" {
+                        Address::Local
+                    } else {
+                        Address::Remote(address.to_string())
+                    },
+                    roles: host.roles.iter().map(|r| r.get_ref().clone()).collect(),
+                    deploy_to: self.deploy_to(
+                        host.deploy_to.as_ref().unwrap_or(deploy_to),
+                        address == "local",
+                    ),
+                    vars: host_vars,
+                    ssh: self.ssh(global, &host.ssh()),
+                }
+            })
+            .collect()
+    }
+
+    fn ssh(&mut self, global: &RawSsh, own: &RawSsh) -> SshSettings {
+        let pick = |own: &Option<S<String>>, global: &Option<S<String>>| {
+            own.clone().or_else(|| global.clone())
+        };
+        let port = own.port.as_ref().or(global.port.as_ref()).map(|port| {
+            match u16::try_from(*port.get_ref()) {
+                Ok(p) if p > 0 => p,
+                _ => {
+                    self.error(port.span(), "port must be between 1 and 65535", None);
+                    22
+                }
+            }
+        });
+        let host_keys = match pick(&own.known_hosts, &global.known_hosts) {
+            None => HostKeyPolicy::Strict,
+            Some(value) => match value.get_ref().as_str() {
+                "strict" => HostKeyPolicy::Strict,
+                "accept-new" => HostKeyPolicy::AcceptNew,
+                other => {
+                    self.error(
+                        value.span(),
+                        format!("known_hosts is \"strict\" or \"accept-new\", not \"{other}\""),
+                        None,
+                    );
+                    HostKeyPolicy::Strict
+                }
+            },
+        };
+        let keepalive_max = own
+            .keepalive_max
+            .as_ref()
+            .or(global.keepalive_max.as_ref())
+            .map(|n| self.positive(n, "keepalive_max"))
+            .unwrap_or(3);
+        SshSettings {
+            user: pick(&own.user, &global.user)
+                .map(|u| u.into_inner())
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "root".to_string()),
+            port: port.unwrap_or(22),
+            identity_file: pick(&own.identity_file, &global.identity_file)
+                .map(|path| expand_home(path.get_ref())),
+            host_keys,
+            known_hosts_file: pick(&own.known_hosts_file, &global.known_hosts_file)
+                .map(|path| expand_home(path.get_ref()))
+                .unwrap_or_else(|| expand_home("~/.ssh/known_hosts")),
+            connect_timeout: self
+                .duration(pick(&own.connect_timeout, &global.connect_timeout).as_ref())
+                .unwrap_or(Duration::from_secs(10)),
+            keepalive_interval: self
+                .duration(pick(&own.keepalive_interval, &global.keepalive_interval).as_ref())
+                .unwrap_or(Duration::from_secs(5)),
+            keepalive_max,
+        }
+    }
+
+    fn roles(&mut self, roles: Option<&[S<String>]>, hosts: &[Host]) -> Option<Vec<String>> {
+        let roles = roles?;
+        for role in roles {
+            if !hosts.iter().any(|h| h.roles.contains(role.get_ref())) {
+                let known = hosts
+                    .iter()
+                    .flat_map(|h| h.roles.iter().map(String::as_str));
+                self.error(
+                    role.span(),
+                    format!("no host has the role `{}`", role.get_ref()),
+                    nearest(role.get_ref(), known).map(|n| format!("did you mean `{n}`?")),
+                );
+            }
+        }
+        Some(roles.iter().map(|r| r.get_ref().clone()).collect())
+    }
+
+    fn steps(
+        &mut self,
+        raw: Vec<S<RawStep>>,
+        section: &str,
+        hosts: &[Host],
+        scope: Scope,
+    ) -> Vec<Step> {
+        let steps: Vec<Step> = raw
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, step)| {
+                if let Some(switch) = &step.get_ref().switch {
+                    self.error(
+                        switch.span(),
+                        format!("`switch` belongs in [[activate]], not [[{section}]]"),
+                        None,
+                    );
+                    return None;
+                }
+                Some(self.step(step, index, section, hosts, scope))
+            })
+            .collect();
+        self.unique_names(&steps, section);
+        steps
+    }
+
+    fn unique_names(&mut self, steps: &[Step], section: &str) {
+        for (i, step) in steps.iter().enumerate() {
+            if steps[..i].iter().any(|earlier| earlier.name == step.name) {
+                let message = format!(
+                    "two [[{section}]] steps are named `{}`; names label the output, so they must differ",
+                    step.name
+                );
+                self.diagnostics
+                    .push(Diagnostic::without_position(self.path, message));
+            }
+        }
+    }
+
+    fn step(
+        &mut self,
+        raw: S<RawStep>,
+        index: usize,
+        section: &str,
+        hosts: &[Host],
+        scope: Scope,
+    ) -> Step {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let name = match &raw.name {
+            Some(name) => self.nonempty(name, "name"),
+            None => format!("{section}-{}", index + 1),
+        };
+        let command = match &raw.run {
+            Some(run) => self.template(run, scope, hosts),
+            None => {
+                self.error(
+                    span.clone(),
+                    format!("step `{name}` has neither `run` nor `switch = true`"),
+                    Some("give it a command: run = \"...\"".into()),
+                );
+                Template::parse("").expect("empty template")
+            }
+        };
+        let roles = self.roles(raw.roles.as_deref(), hosts);
+        if raw.once {
+            let has_host = match &roles {
+                None => !hosts.is_empty(),
+                Some(roles) => hosts.iter().any(|h| h.has_any_role(roles)),
+            };
+            if !has_host {
+                self.error(
+                    span,
+                    format!("step `{name}` is `once` but no host has its roles"),
+                    None,
+                );
+            }
+        }
+        Step {
+            name,
+            command,
+            roles,
+            once: raw.once,
+            timeout: self.duration(raw.timeout.as_ref()),
+            concurrency: raw
+                .concurrency
+                .as_ref()
+                .map(|n| self.positive(n, "concurrency")),
+        }
+    }
+
+    fn activate(&mut self, raw: Vec<S<RawStep>>, hosts: &[Host]) -> Vec<ActivateStep> {
+        let mut steps = Vec::new();
+        let mut switch_seen = false;
+        for (index, step) in raw.into_iter().enumerate() {
+            let Some(switch) = step.get_ref().switch.clone() else {
+                steps.push(ActivateStep::Run(self.step(
+                    step,
+                    index,
+                    "activate",
+                    hosts,
+                    Scope::Release,
+                )));
+                continue;
+            };
+            let inner = step.get_ref();
+            if !switch.get_ref() {
+                self.error(
+                    switch.span(),
+                    "`switch = false` means nothing; remove the step or set it to true",
+                    None,
+                );
+            } else if inner.run.is_some() || inner.roles.is_some() || inner.once {
+                self.error(
+                    step.span(),
+                    "the switch step takes no `run`, `roles` or `once`: it switches every selected host",
+                    None,
+                );
+            } else if switch_seen {
+                self.error(
+                    switch.span(),
+                    "only one [[activate]] step may be the switch",
+                    None,
+                );
+            }
+            switch_seen = true;
+            steps.push(ActivateStep::Switch);
+        }
+        if !switch_seen {
+            steps.push(ActivateStep::Switch);
+        }
+        let runs: Vec<Step> = steps
+            .iter()
+            .filter_map(|s| match s {
+                ActivateStep::Run(step) => Some(step.clone()),
+                ActivateStep::Switch => None,
+            })
+            .collect();
+        self.unique_names(&runs, "activate");
+        steps
+    }
+
+    fn parse_template(&mut self, value: &S<String>) -> Template {
+        match Template::parse(value.get_ref()) {
+            Ok(template) => template,
+            Err(unclosed) => {
+                self.error(
+                    self.inner_span(value, unclosed.0, 2),
+                    "`{{` is not closed by `}}`",
+                    None,
+                );
+                Template::parse("").expect("empty template")
+            }
+        }
+    }
+
+    fn template(&mut self, value: &S<String>, scope: Scope, hosts: &[Host]) -> Template {
+        let template = self.parse_template(value);
+        let mut known: Vec<&str> = BASE_VARIABLES.to_vec();
+        if matches!(scope, Scope::Release) {
+            known.extend(RELEASE_VARIABLES);
+        }
+        let mut user_vars: Vec<&str> = hosts
+            .iter()
+            .flat_map(|h| h.vars.iter().map(|(n, _)| n.as_str()))
+            .collect();
+        user_vars.dedup();
+        for (variable, offset) in template.variables() {
+            let defined_everywhere = !hosts.is_empty()
+                && hosts
+                    .iter()
+                    .all(|h| h.vars.iter().any(|(n, _)| n == variable));
+            if known.contains(&variable) || defined_everywhere {
+                continue;
+            }
+            let span = self.inner_span(value, offset, variable.len() + 4);
+            if RELEASE_VARIABLES.contains(&variable) {
+                self.error(
+                    span,
+                    format!(
+                        "`{{{{{variable}}}}}` is only known while preparing or activating a release"
+                    ),
+                    Some("tasks and checks run in {{current_path}}; use that instead".into()),
+                );
+            } else if user_vars.contains(&variable) {
+                self.error(
+                    span,
+                    format!("`{{{{{variable}}}}}` is set for some hosts but not all"),
+                    Some("set it in [vars] as a default".to_string()),
+                );
+            } else {
+                let candidates = BASE_VARIABLES
+                    .iter()
+                    .chain(RELEASE_VARIABLES)
+                    .copied()
+                    .chain(user_vars.iter().copied());
+                let help = nearest(variable, candidates).map(|n| {
+                    if known.contains(&n.as_str()) || user_vars.contains(&n.as_str()) {
+                        format!("did you mean `{{{{{n}}}}}`?")
+                    } else {
+                        format!("did you mean `{{{{{n}}}}}`? It is only known while preparing or activating a release")
+                    }
+                });
+                self.error(span, format!("unknown variable `{{{{{variable}}}}}`"), help);
+            }
+        }
+        template
+    }
+
+    /// The span of byte `offset` inside a TOML string value, for pointing at a variable.
+    fn inner_span(&self, value: &S<String>, offset: usize, len: usize) -> Range<usize> {
+        let span = value.span();
+        let raw = &self.text[span.clone()];
+        let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
+            3
+        } else {
+            1
+        };
+        let start = (span.start + quote + offset).min(span.end);
+        start..(start + len).min(span.end)
+    }
+}
+
+fn expand_home(path: &str) -> PathBuf {
+    match path.strip_prefix("~/") {
+        Some(rest) => match std::env::var_os("HOME") {
+            Some(home) => PathBuf::from(home).join(rest),
+            None => PathBuf::from(path),
+        },
+        None => PathBuf::from(path),
+    }
+}

@@ -1,0 +1,53 @@
+//! The errors a command can end with. Each says what went wrong in the operator's words; `main`
+//! maps them to the exit codes of the design in one place.
+
+use crate::deployfile::DeployfileError;
+use crate::inventory::SelectionError;
+use crate::plan::QuoteError;
+use crate::run::{ConnectFailure, StepFailure};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Deployfile(#[from] DeployfileError),
+    #[error("{0}")]
+    Selection(#[from] SelectionError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Quote(#[from] QuoteError),
+    #[error("{}", connect_failures(.0))]
+    Connect(Vec<ConnectFailure>),
+    #[error("{}", step_failures(.0))]
+    StepFailed(Vec<StepFailure>),
+    #[error("{what} failed on {}", .hosts.join(", "))]
+    CheckFailed { what: String, hosts: Vec<String> },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn connect_failures(failures: &[ConnectFailure]) -> String {
+    let lines: Vec<String> = failures
+        .iter()
+        .map(|f| format!("{}: {}", f.host, f.error))
+        .collect();
+    format!(
+        "cannot connect to {} of the selected hosts; nothing was run anywhere\n  {}",
+        failures.len(),
+        lines.join("\n  ")
+    )
+}
+
+fn step_failures(failures: &[StepFailure]) -> String {
+    let step = failures.first().map_or("", |f| f.step.as_str());
+    let lines: Vec<String> = failures
+        .iter()
+        .map(|f| format!("{}: {}", f.host, f.outcome))
+        .collect();
+    format!(
+        "step `{step}` failed on {} host{}; later steps did not run\n  {}",
+        failures.len(),
+        if failures.len() == 1 { "" } else { "s" },
+        lines.join("\n  ")
+    )
+}

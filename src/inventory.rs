@@ -1,0 +1,241 @@
+//! Hosts, their roles and settings, and which of them a command works on.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::template::{Template, Values};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    /// This machine, reached without SSH.
+    Local,
+    /// An IP address, DNS name or `~/.ssh/config` alias.
+    Remote(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeyPolicy {
+    /// Only keys already in known_hosts are accepted.
+    Strict,
+    /// Unknown hosts are learnt on first contact; a changed key is still refused.
+    AcceptNew,
+}
+
+#[derive(Debug, Clone)]
+pub struct SshSettings {
+    pub user: String,
+    pub port: u16,
+    pub identity_file: Option<PathBuf>,
+    pub host_keys: HostKeyPolicy,
+    pub known_hosts_file: PathBuf,
+    pub connect_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub keepalive_max: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub name: String,
+    pub address: Address,
+    pub roles: Vec<String>,
+    pub deploy_to: String,
+    /// `[vars]` merged with the host's own `vars`, in the deployfile's order.
+    pub vars: Vec<(String, Template)>,
+    pub ssh: SshSettings,
+}
+
+impl Host {
+    pub fn has_any_role(&self, roles: &[String]) -> bool {
+        self.roles.iter().any(|role| roles.contains(role))
+    }
+
+    pub fn shared_path(&self) -> String {
+        format!("{}/shared", self.deploy_to)
+    }
+
+    pub fn current_path(&self) -> String {
+        format!("{}/current", self.deploy_to)
+    }
+
+    pub fn address_text(&self) -> &str {
+        match &self.address {
+            Address::Local => "local",
+            Address::Remote(address) => address,
+        }
+    }
+
+    /// The variables every command on this host can use: the built-ins, then `[vars]` (which may
+    /// themselves use built-ins).
+    pub fn values(&self, app: &str, timestamp: &str) -> Values {
+        let mut values = Values::default();
+        values.set("app", app);
+        values.set("deploy_to", &self.deploy_to);
+        values.set("shared_path", self.shared_path());
+        values.set("current_path", self.current_path());
+        values.set("host", &self.name);
+        values.set("address", self.address_text());
+        values.set("timestamp", timestamp);
+        let builtins = values.clone();
+        for (name, template) in &self.vars {
+            values.set(name, template.render(&builtins));
+        }
+        values
+    }
+}
+
+/// `--hosts` and `--roles` as given on the command line; both narrow, neither widens.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub hosts: Vec<String>,
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SelectionError {
+    #[error("--hosts names `{name}`, which the deployfile does not define{}", hint(.suggestion))]
+    UnknownHost {
+        name: String,
+        suggestion: Option<String>,
+    },
+    #[error("--roles names `{name}`, which no host has{}", hint(.suggestion))]
+    UnknownRole {
+        name: String,
+        suggestion: Option<String>,
+    },
+    #[error("no host matches --hosts {hosts:?} and --roles {roles:?} together")]
+    Empty {
+        hosts: Vec<String>,
+        roles: Vec<String>,
+    },
+}
+
+fn hint(nearest: &Option<String>) -> String {
+    match nearest {
+        Some(name) => format!("; did you mean `{name}`?"),
+        None => String::new(),
+    }
+}
+
+/// The closest of `candidates` to a misspelt `name`, if any is close enough to be a typo.
+pub fn nearest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    candidates
+        .into_iter()
+        .map(|candidate| (strsim::damerau_levenshtein(name, candidate), candidate))
+        .filter(|(distance, candidate)| *distance <= 2.max(candidate.len() / 3))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate.to_string())
+}
+
+impl Selection {
+    /// The selected hosts, in deployfile order.
+    pub fn apply<'a>(&self, hosts: &'a [Host]) -> Result<Vec<&'a Host>, SelectionError> {
+        for name in &self.hosts {
+            if !hosts.iter().any(|host| &host.name == name) {
+                return Err(SelectionError::UnknownHost {
+                    name: name.clone(),
+                    suggestion: nearest(name, hosts.iter().map(|h| h.name.as_str())),
+                });
+            }
+        }
+        for role in &self.roles {
+            if !hosts.iter().any(|host| host.roles.contains(role)) {
+                let roles = hosts
+                    .iter()
+                    .flat_map(|h| h.roles.iter().map(String::as_str));
+                return Err(SelectionError::UnknownRole {
+                    name: role.clone(),
+                    suggestion: nearest(role, roles),
+                });
+            }
+        }
+        let selected: Vec<&Host> = hosts
+            .iter()
+            .filter(|host| self.hosts.is_empty() || self.hosts.contains(&host.name))
+            .filter(|host| self.roles.is_empty() || host.has_any_role(&self.roles))
+            .collect();
+        if selected.is_empty() {
+            return Err(SelectionError::Empty {
+                hosts: self.hosts.clone(),
+                roles: self.roles.clone(),
+            });
+        }
+        Ok(selected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str, roles: &[&str]) -> Host {
+        Host {
+            name: name.to_string(),
+            address: Address::Local,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            deploy_to: "/srv/app".to_string(),
+            vars: Vec::new(),
+            ssh: SshSettings {
+                user: "deploy".to_string(),
+                port: 22,
+                identity_file: None,
+                host_keys: HostKeyPolicy::Strict,
+                known_hosts_file: PathBuf::from("/dev/null"),
+                connect_timeout: Duration::from_secs(10),
+                keepalive_interval: Duration::from_secs(5),
+                keepalive_max: 3,
+            },
+        }
+    }
+
+    fn names(hosts: Vec<&Host>) -> Vec<&str> {
+        hosts.iter().map(|h| h.name.as_str()).collect()
+    }
+
+    #[test]
+    fn roles_and_hosts_both_narrow() {
+        let hosts = vec![
+            host("web1", &["web", "db"]),
+            host("web2", &["web"]),
+            host("worker", &["jobs"]),
+        ];
+        let by_role = Selection {
+            hosts: vec![],
+            roles: vec!["web".into()],
+        };
+        assert_eq!(names(by_role.apply(&hosts).unwrap()), ["web1", "web2"]);
+        let both = Selection {
+            hosts: vec!["web2".into(), "worker".into()],
+            roles: vec!["web".into()],
+        };
+        assert_eq!(names(both.apply(&hosts).unwrap()), ["web2"]);
+    }
+
+    #[test]
+    fn unknown_host_suggests_the_nearest() {
+        let hosts = vec![host("web1", &["web"])];
+        let selection = Selection {
+            hosts: vec!["wbe1".into()],
+            roles: vec![],
+        };
+        assert_eq!(
+            selection.apply(&hosts).unwrap_err(),
+            SelectionError::UnknownHost {
+                name: "wbe1".into(),
+                suggestion: Some("web1".into())
+            }
+        );
+    }
+
+    #[test]
+    fn disjoint_selection_is_an_error() {
+        let hosts = vec![host("web1", &["web"]), host("db1", &["db"])];
+        let selection = Selection {
+            hosts: vec!["web1".into()],
+            roles: vec!["db".into()],
+        };
+        assert!(matches!(
+            selection.apply(&hosts),
+            Err(SelectionError::Empty { .. })
+        ));
+    }
+}

@@ -1,0 +1,18 @@
+//! deployr: deploys an application to many servers over SSH in two steps, so that the slow work
+//! happens while the old release keeps serving and the switch takes milliseconds.
+//!
+//! The binary is a thin shell around [`cmd`]; everything is here so that tests can call it.
+
+pub mod cli;
+pub mod cmd;
+pub mod deployfile;
+pub mod error;
+pub mod inventory;
+pub mod local;
+pub mod plan;
+pub mod refname;
+pub mod report;
+pub mod run;
+pub mod ssh;
+pub mod template;
+pub mod transport;

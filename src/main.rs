@@ -1,0 +1,33 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use deployr::cli::Cli;
+use deployr::error::Error;
+
+/// The exit codes of the design, in one place.
+fn exit_code(error: &Error) -> u8 {
+    match error {
+        Error::StepFailed(_) | Error::CheckFailed { .. } | Error::Io(_) => 1,
+        Error::Deployfile(_) | Error::Selection(_) | Error::Usage(_) | Error::Quote(_) => 2,
+        Error::Connect(_) => 3,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(deployr::cmd::main(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failed) => {
+            eprintln!("error: {}", failed.message());
+            ExitCode::from(exit_code(&failed.error))
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! The only code that writes to the screen. Host tasks send events; the reporter turns them into
+//! plain lines `TIME HOST STEP | output`, failure reports and the final table, and masks
+//! secrets in all of it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use tokio::sync::mpsc;
+
+use crate::plan::Plan;
+use crate::transport::{Outcome, Stream};
+
+/// Lines of a failing command's output shown in its failure report.
+const TAIL_LINES: usize = 20;
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub time: DateTime<Utc>,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum EventKind {
+    Connected {
+        host: String,
+        duration: Duration,
+    },
+    ConnectFailed {
+        host: String,
+        error: String,
+    },
+    StepStarted {
+        host: String,
+        step: String,
+    },
+    Output {
+        host: String,
+        step: String,
+        stream: Stream,
+        line: String,
+    },
+    StepFinished {
+        host: String,
+        step: String,
+        outcome: Outcome,
+        duration: Duration,
+    },
+    /// A step whose roles match no selected host.
+    StepSkipped {
+        step: String,
+    },
+    /// What `deployr check` found on a host, one (name, finding) pair per column.
+    Probed {
+        host: String,
+        facts: Vec<(String, String)>,
+    },
+}
+
+/// How host tasks talk to the reporter. Sending never blocks and never fails the run: a reporter
+/// that has gone away only means nobody is watching.
+#[derive(Clone)]
+pub struct Events(mpsc::UnboundedSender<Event>);
+
+impl Events {
+    pub fn send(&self, kind: EventKind) {
+        let _ = self.0.send(Event {
+            time: Utc::now(),
+            kind,
+        });
+    }
+}
+
+/// Replaces every secret value with `***` before anything is shown.
+#[derive(Debug, Clone, Default)]
+pub struct Masker {
+    secrets: Vec<String>,
+}
+
+impl Masker {
+    pub fn new(secrets: Vec<String>) -> Masker {
+        // A secret also appears shell-quoted in scripts (`--dry-run`); mask that form too.
+        let mut secrets: Vec<String> = secrets
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .flat_map(|s| {
+                let quoted = shlex::try_quote(&s).map(|q| q.into_owned()).ok();
+                std::iter::once(s).chain(quoted)
+            })
+            .collect();
+        // Longest first, so a secret that contains another is masked whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Masker { secrets }
+    }
+
+    pub fn mask(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for secret in &self.secrets {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "***");
+            }
+        }
+        text
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+pub struct Reporter {
+    out: Box<dyn Write + Send>,
+    masker: Masker,
+    verbosity: Verbosity,
+    /// Step names in the order they started, for the table's columns.
+    steps: Vec<String>,
+    hosts: Vec<String>,
+    results: BTreeMap<(String, String), (Outcome, Duration)>,
+    tails: BTreeMap<(String, String), VecDeque<String>>,
+    failures: Vec<(String, String, Outcome)>,
+    probes: Vec<(String, Vec<(String, String)>)>,
+}
+
+impl Reporter {
+    pub fn new(out: Box<dyn Write + Send>, masker: Masker, verbosity: Verbosity) -> Reporter {
+        Reporter {
+            out,
+            masker,
+            verbosity,
+            steps: Vec::new(),
+            hosts: Vec::new(),
+            results: BTreeMap::new(),
+            tails: BTreeMap::new(),
+            failures: Vec::new(),
+            probes: Vec::new(),
+        }
+    }
+
+    /// Starts the reporter on its own task; events sent through the returned handle are shown
+    /// until every handle is dropped, and then the task prints the summary and ends.
+    pub fn spawn(mut self) -> (Events, tokio::task::JoinHandle<Reporter>) {
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Some(event) = receiver.recv().await {
+                self.handle(&event);
+            }
+            self.summary();
+            self
+        });
+        (Events(sender), task)
+    }
+
+    fn line(&mut self, text: &str) {
+        let text = self.masker.mask(text);
+        let _ = writeln!(self.out, "{text}");
+    }
+
+    fn handle(&mut self, event: &Event) {
+        let time = event.time.to_rfc3339_opts(SecondsFormat::Secs, true);
+        match &event.kind {
+            EventKind::Connected { host, duration } => {
+                self.host_seen(host);
+                if self.verbosity >= Verbosity::Verbose {
+                    self.line(&format!(
+                        "{time} {host} connect - ok in {}",
+                        seconds(*duration)
+                    ));
+                }
+            }
+            EventKind::ConnectFailed { host, error } => {
+                self.host_seen(host);
+                self.line(&format!("{time} {host} connect - failed: {error}"));
+            }
+            EventKind::StepStarted { host, step } => {
+                self.host_seen(host);
+                if !self.steps.contains(step) {
+                    self.steps.push(step.clone());
+                }
+                if self.verbosity >= Verbosity::Normal {
+                    self.line(&format!("{time} {host} {step} - started"));
+                }
+            }
+            EventKind::Output {
+                host, step, line, ..
+            } => {
+                let tail = self.tails.entry((host.clone(), step.clone())).or_default();
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line.clone());
+                if self.verbosity >= Verbosity::Normal {
+                    self.line(&format!("{time} {host} {step} | {line}"));
+                }
+            }
+            EventKind::StepFinished {
+                host,
+                step,
+                outcome,
+                duration,
+            } => {
+                self.results
+                    .insert((host.clone(), step.clone()), (outcome.clone(), *duration));
+                if outcome.success() {
+                    if self.verbosity >= Verbosity::Normal {
+                        self.line(&format!(
+                            "{time} {host} {step} - ok in {}",
+                            seconds(*duration)
+                        ));
+                    }
+                } else {
+                    self.line(&format!(
+                        "{time} {host} {step} - FAILED: {outcome} after {}",
+                        seconds(*duration)
+                    ));
+                    self.failures
+                        .push((host.clone(), step.clone(), outcome.clone()));
+                }
+            }
+            EventKind::Probed { host, facts } => {
+                self.host_seen(host);
+                self.probes.push((host.clone(), facts.clone()));
+            }
+            EventKind::StepSkipped { step } => {
+                if self.verbosity >= Verbosity::Normal {
+                    self.line(&format!(
+                        "{time} - {step} - skipped: no selected host has its roles"
+                    ));
+                }
+            }
+        }
+    }
+
+    fn host_seen(&mut self, host: &str) {
+        if !self.hosts.iter().any(|h| h == host) {
+            self.hosts.push(host.to_string());
+        }
+    }
+
+    /// The failure reports, then the table of step durations per host.
+    fn summary(&mut self) {
+        let mut failures = std::mem::take(&mut self.failures);
+        failures.sort_by_key(|(host, _, _)| self.hosts.iter().position(|h| h == host));
+        for (host, step, outcome) in failures {
+            self.line(&format!("\nerror: {host}: step `{step}` failed: {outcome}"));
+            let tail: Vec<String> = self
+                .tails
+                .get(&(host.clone(), step.clone()))
+                .map(|lines| lines.iter().cloned().collect())
+                .unwrap_or_default();
+            if tail.is_empty() {
+                self.line("  (no output)");
+            } else {
+                self.line(&format!("  last {} lines of output:", tail.len()));
+                for line in tail {
+                    self.line(&format!("  | {line}"));
+                }
+            }
+        }
+        self.probe_table();
+        if self.steps.is_empty() || self.verbosity == Verbosity::Quiet {
+            return;
+        }
+        let mut rows = vec![
+            std::iter::once("host".to_string())
+                .chain(self.steps.iter().cloned())
+                .collect::<Vec<_>>(),
+        ];
+        for host in &self.hosts {
+            let mut row = vec![host.clone()];
+            for step in &self.steps {
+                row.push(match self.results.get(&(host.clone(), step.clone())) {
+                    Some((outcome, duration)) if outcome.success() => seconds(*duration),
+                    Some((_, duration)) => format!("{} FAILED", seconds(*duration)),
+                    None => "-".to_string(),
+                });
+            }
+            rows.push(row);
+        }
+        self.line("");
+        for line in table(&rows) {
+            self.line(&line);
+        }
+    }
+}
+
+impl Reporter {
+    fn probe_table(&mut self) {
+        let Some((_, first)) = self.probes.first() else {
+            return;
+        };
+        let mut rows = vec![
+            std::iter::once("host".to_string())
+                .chain(first.iter().map(|(name, _)| name.clone()))
+                .collect::<Vec<_>>(),
+        ];
+        let mut probes = std::mem::take(&mut self.probes);
+        probes.sort_by_key(|(host, _)| self.hosts.iter().position(|h| h == host));
+        for (host, facts) in probes {
+            rows.push(
+                std::iter::once(host)
+                    .chain(facts.into_iter().map(|(_, value)| value))
+                    .collect(),
+            );
+        }
+        self.line("");
+        for line in table(&rows) {
+            self.line(&line);
+        }
+    }
+}
+
+/// Left-aligned columns separated by two spaces.
+pub fn table(rows: &[Vec<String>]) -> Vec<String> {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    rows.iter()
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(c, cell)| format!("{cell:width$}", width = widths[c]))
+                .collect();
+            cells.join("  ").trim_end().to_string()
+        })
+        .collect()
+}
+
+pub fn seconds(duration: Duration) -> String {
+    format!("{:.2}s", duration.as_secs_f64())
+}
+
+/// `--dry-run`: every script, per host and step, exactly as it would be sent.
+pub fn dry_run(plan: &Plan, masker: &Masker, out: &mut dyn Write) -> std::io::Result<()> {
+    for step in &plan.steps {
+        if step.runs.is_empty() {
+            writeln!(
+                out,
+                "- {} - skipped: no selected host has its roles",
+                step.name
+            )?;
+        }
+        for run in &step.runs {
+            let host = &plan.hosts[run.host].name;
+            for line in run.script.lines() {
+                writeln!(out, "{host} {} $ {}", step.name, masker.mask(line))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_every_secret_longest_first() {
+        let masker = Masker::new(vec!["abc".into(), "abcdef".into(), String::new()]);
+        assert_eq!(masker.mask("x=abcdef y=abc"), "x=*** y=***");
+    }
+
+    #[test]
+    fn masks_the_shell_quoted_form_of_a_secret() {
+        let masker = Masker::new(vec!["it's".into()]);
+        let quoted = shlex::try_quote("it's").unwrap().into_owned();
+        assert_eq!(masker.mask(&format!("export X={quoted}")), "export X=***");
+    }
+
+    #[test]
+    fn table_pads_columns() {
+        let rows = vec![
+            vec!["host".to_string(), "step".to_string()],
+            vec!["web10".to_string(), "1.00s".to_string()],
+        ];
+        assert_eq!(table(&rows), ["host   step", "web10  1.00s"]);
+    }
+}

@@ -1,0 +1,390 @@
+//! SSH connections with russh: one per host for the whole command, reused for every step.
+//!
+//! Host keys are checked against known_hosts before any authentication; an unknown key is
+//! refused under `strict`, learnt under `accept-new`, and a changed key is always refused.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::client::{self, AuthResult, Handle};
+use russh::keys::agent::client::AgentClient;
+use russh::keys::known_hosts::{check_known_hosts_path, learn_known_hosts_path};
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
+use russh::{ChannelMsg, Disconnect};
+use tokio::sync::Semaphore;
+
+use crate::inventory::{HostKeyPolicy, SshSettings};
+use crate::transport::{LineSplitter, Outcome, Stream};
+
+/// OpenSSH's `MaxSessions` defaults to 10 channels per connection; stay below it.
+const CHANNELS_PER_CONNECTION: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot reach {address}: {reason}")]
+    Unreachable { address: String, reason: String },
+    #[error("no SSH answer from {address} within {}", humantime::format_duration(*.timeout))]
+    Timeout { address: String, timeout: Duration },
+    #[error(
+        "host key {fingerprint} of {known_as} is not in {} (strict host-key checking); check it, then add it with `ssh-keyscan {} >> {}` or set known_hosts = \"accept-new\"",
+        .known_hosts.display(), keyscan_args(.known_as), .known_hosts.display()
+    )]
+    UnknownHostKey {
+        known_as: String,
+        fingerprint: String,
+        known_hosts: PathBuf,
+    },
+    #[error(
+        "HOST KEY CHANGED for {known_as}: it now offers {fingerprint}, but line {line} of {} records another key. Someone may be intercepting the connection; if the host was reinstalled, remove the old entry with `ssh-keygen -R '{known_as}'`",
+        .known_hosts.display()
+    )]
+    HostKeyChanged {
+        known_as: String,
+        fingerprint: String,
+        line: usize,
+        known_hosts: PathBuf,
+    },
+    #[error("cannot use {}: {reason}", .known_hosts.display())]
+    KnownHosts {
+        known_hosts: PathBuf,
+        reason: String,
+    },
+    #[error("authentication as `{user}` failed; tried: {}", .tried.join("; "))]
+    Auth { user: String, tried: Vec<String> },
+    #[error("SSH protocol error: {0}")]
+    Protocol(String),
+}
+
+fn keyscan_args(known_as: &str) -> String {
+    match known_as
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once("]:"))
+    {
+        Some((host, port)) => format!("-p {port} {host}"),
+        None => known_as.to_string(),
+    }
+}
+
+/// What the handler learnt about the server's key, kept as an error so that `connect` can say
+/// exactly why the key was refused.
+#[derive(Debug)]
+enum HandlerError {
+    Ssh(russh::Error),
+    Refused(ConnectError),
+}
+
+impl From<russh::Error> for HandlerError {
+    fn from(error: russh::Error) -> Self {
+        HandlerError::Ssh(error)
+    }
+}
+
+struct Client {
+    host: String,
+    port: u16,
+    policy: HostKeyPolicy,
+    known_hosts: PathBuf,
+}
+
+/// known_hosts is one file shared by every connection of the run; appends must not interleave.
+static KNOWN_HOSTS_WRITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl client::Handler for Client {
+    type Error = HandlerError;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            return Err(HandlerError::Refused(ConnectError::Protocol(
+                "the server offered a host certificate; deployr checks plain host keys only".into(),
+            )));
+        };
+        let known_as = if self.port == 22 {
+            self.host.clone()
+        } else {
+            format!("[{}]:{}", self.host, self.port)
+        };
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        match check_known_hosts_path(&self.host, self.port, key, &self.known_hosts) {
+            Ok(true) => Ok(true),
+            Ok(false) => match self.policy {
+                HostKeyPolicy::Strict => Err(HandlerError::Refused(ConnectError::UnknownHostKey {
+                    known_as,
+                    fingerprint,
+                    known_hosts: self.known_hosts.clone(),
+                })),
+                HostKeyPolicy::AcceptNew => {
+                    let _guard = KNOWN_HOSTS_WRITE.lock().unwrap_or_else(|e| e.into_inner());
+                    learn_known_hosts_path(&self.host, self.port, key, &self.known_hosts).map_err(
+                        |error| {
+                            HandlerError::Refused(ConnectError::KnownHosts {
+                                known_hosts: self.known_hosts.clone(),
+                                reason: error.to_string(),
+                            })
+                        },
+                    )?;
+                    Ok(true)
+                }
+            },
+            Err(russh::keys::Error::KeyChanged { line }) => {
+                Err(HandlerError::Refused(ConnectError::HostKeyChanged {
+                    known_as,
+                    fingerprint,
+                    line,
+                    known_hosts: self.known_hosts.clone(),
+                }))
+            }
+            Err(error) => Err(HandlerError::Refused(ConnectError::KnownHosts {
+                known_hosts: self.known_hosts.clone(),
+                reason: error.to_string(),
+            })),
+        }
+    }
+}
+
+pub struct Session {
+    handle: Handle<Client>,
+    channels: Semaphore,
+}
+
+pub async fn connect(address: &str, settings: &SshSettings) -> Result<Session, ConnectError> {
+    let target = format!("{address}:{}", settings.port);
+    let config = Arc::new(client::Config {
+        keepalive_interval: Some(settings.keepalive_interval),
+        keepalive_max: settings.keepalive_max,
+        nodelay: true,
+        ..Default::default()
+    });
+    let client = Client {
+        host: address.to_string(),
+        port: settings.port,
+        policy: settings.host_keys,
+        known_hosts: settings.known_hosts_file.clone(),
+    };
+    let timeout = settings.connect_timeout;
+    let connecting = async {
+        let socket = tokio::net::TcpStream::connect(&target)
+            .await
+            .map_err(|error| ConnectError::Unreachable {
+                address: target.clone(),
+                reason: error.to_string(),
+            })?;
+        socket.set_nodelay(true).ok();
+        let mut handle = client::connect_stream(config, socket, client)
+            .await
+            .map_err(|error| match error {
+                HandlerError::Refused(refused) => refused,
+                HandlerError::Ssh(error) => ConnectError::Protocol(error.to_string()),
+            })?;
+        authenticate(&mut handle, settings).await?;
+        Ok(handle)
+    };
+    let handle = tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| ConnectError::Timeout {
+            address: target.clone(),
+            timeout,
+        })??;
+    Ok(Session {
+        handle,
+        channels: Semaphore::new(CHANNELS_PER_CONNECTION),
+    })
+}
+
+/// Tries, in OpenSSH's order: the deployfile's `identity_file`, the agent's identities, then the
+/// default key files. Every attempt is recorded so a failure can say what was tried.
+async fn authenticate(
+    handle: &mut Handle<Client>,
+    settings: &SshSettings,
+) -> Result<(), ConnectError> {
+    let user = settings.user.as_str();
+    let mut tried = Vec::new();
+    if let Some(path) = &settings.identity_file
+        && try_key_file(handle, user, path, &mut tried).await?
+    {
+        return Ok(());
+    }
+    if try_agent(handle, user, &mut tried).await? {
+        return Ok(());
+    }
+    if settings.identity_file.is_none() {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+            let path = home.join(".ssh").join(name);
+            if path.exists() && try_key_file(handle, user, &path, &mut tried).await? {
+                return Ok(());
+            }
+        }
+    }
+    if tried.is_empty() {
+        tried.push("nothing: no identity_file, no ssh-agent and no ~/.ssh/id_* key".into());
+    }
+    Err(ConnectError::Auth {
+        user: user.to_string(),
+        tried,
+    })
+}
+
+async fn try_key_file(
+    handle: &mut Handle<Client>,
+    user: &str,
+    path: &Path,
+    tried: &mut Vec<String>,
+) -> Result<bool, ConnectError> {
+    let key = match russh::keys::load_secret_key(path, None) {
+        Ok(key) => key,
+        Err(russh::keys::Error::KeyIsEncrypted) => {
+            tried.push(format!(
+                "key {} (passphrase-protected: add it to ssh-agent)",
+                path.display()
+            ));
+            return Ok(false);
+        }
+        Err(error) => {
+            tried.push(format!("key {} (unreadable: {error})", path.display()));
+            return Ok(false);
+        }
+    };
+    let hash = handle
+        .best_supported_rsa_hash()
+        .await
+        .map_err(|error| ConnectError::Protocol(error.to_string()))?
+        .flatten();
+    let result = handle
+        .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+        .await
+        .map_err(|error| ConnectError::Protocol(error.to_string()))?;
+    if result.success() {
+        return Ok(true);
+    }
+    tried.push(format!("key {} (rejected by the server)", path.display()));
+    Ok(false)
+}
+
+async fn try_agent(
+    handle: &mut Handle<Client>,
+    user: &str,
+    tried: &mut Vec<String>,
+) -> Result<bool, ConnectError> {
+    if std::env::var_os("SSH_AUTH_SOCK").is_none() {
+        return Ok(false);
+    }
+    let mut agent = match AgentClient::connect_env().await {
+        Ok(agent) => agent,
+        Err(error) => {
+            tried.push(format!("ssh-agent (cannot connect: {error})"));
+            return Ok(false);
+        }
+    };
+    let identities = match agent.request_identities().await {
+        Ok(identities) => identities,
+        Err(error) => {
+            tried.push(format!("ssh-agent (cannot list keys: {error})"));
+            return Ok(false);
+        }
+    };
+    let hash = handle
+        .best_supported_rsa_hash()
+        .await
+        .map_err(|error| ConnectError::Protocol(error.to_string()))?
+        .flatten();
+    let keys: Vec<PublicKey> = identities
+        .into_iter()
+        .filter_map(|identity| match identity {
+            russh::keys::agent::AgentIdentity::PublicKey { key, .. } => Some(key),
+            russh::keys::agent::AgentIdentity::Certificate { .. } => None,
+        })
+        .collect();
+    if keys.is_empty() {
+        tried.push("ssh-agent (holds no keys)".into());
+        return Ok(false);
+    }
+    for key in keys {
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        let hash = if key.algorithm().is_rsa() { hash } else { None };
+        match handle
+            .authenticate_publickey_with(user, key, hash, &mut agent)
+            .await
+        {
+            Ok(AuthResult::Success) => return Ok(true),
+            Ok(AuthResult::Failure { .. }) => tried.push(format!(
+                "ssh-agent key {fingerprint} (rejected by the server)"
+            )),
+            Err(error) => tried.push(format!("ssh-agent key {fingerprint} ({error})")),
+        }
+    }
+    Ok(false)
+}
+
+impl Session {
+    pub async fn exec(
+        &self,
+        script: &str,
+        timeout: Option<Duration>,
+        on_line: &mut (dyn FnMut(Stream, String) + Send),
+    ) -> Outcome {
+        let Ok(_permit) = self.channels.acquire().await else {
+            return Outcome::Lost("connection closed".into());
+        };
+        let mut channel = match self.handle.channel_open_session().await {
+            Ok(channel) => channel,
+            Err(error) => return Outcome::Lost(format!("cannot open a channel: {error}")),
+        };
+        if let Err(error) = channel.exec(true, script).await {
+            return Outcome::Lost(format!("cannot start the command: {error}"));
+        }
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut stdout = LineSplitter::default();
+        let mut stderr = LineSplitter::default();
+        let mut exit = None;
+        loop {
+            let message = match deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, channel.wait()).await {
+                    Ok(message) => message,
+                    Err(_) => {
+                        let _ = channel.signal(russh::Sig::TERM).await;
+                        let _ = channel.close().await;
+                        exit = Some(Outcome::TimedOut(timeout.unwrap_or_default()));
+                        break;
+                    }
+                },
+                None => channel.wait().await,
+            };
+            match message {
+                Some(ChannelMsg::Data { data }) => {
+                    stdout.push(&data, &mut |line| on_line(Stream::Stdout, line))
+                }
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                    stderr.push(&data, &mut |line| on_line(Stream::Stderr, line))
+                }
+                Some(ChannelMsg::ExitStatus { exit_status }) => {
+                    exit = Some(Outcome::Exited(exit_status))
+                }
+                Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                    exit = Some(Outcome::Signaled(format!("{signal_name:?}")))
+                }
+                Some(ChannelMsg::Close) | None => break,
+                Some(_) => {}
+            }
+        }
+        stdout.finish(&mut |line| on_line(Stream::Stdout, line));
+        stderr.finish(&mut |line| on_line(Stream::Stderr, line));
+        match exit {
+            Some(outcome) => outcome,
+            None if self.handle.is_closed() => Outcome::Lost("the connection was lost".into()),
+            None => Outcome::Lost("the command ended without an exit status".into()),
+        }
+    }
+
+    pub async fn close(&self) {
+        let _ = self
+            .handle
+            .disconnect(Disconnect::ByApplication, "deployr done", "en")
+            .await;
+    }
+}

@@ -1,0 +1,122 @@
+//! What the runner needs from a host: run a script, stream its lines, report how it ended.
+//! SSH and local hosts look the same from here, so both get the same semantics and output.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::inventory::{Address, Host};
+use crate::local;
+use crate::ssh::{self, ConnectError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(u32),
+    Signaled(String),
+    TimedOut(Duration),
+    /// The connection or process broke before an exit status arrived.
+    Lost(String),
+}
+
+impl Outcome {
+    pub fn success(&self) -> bool {
+        *self == Outcome::Exited(0)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Outcome::Exited(0) => write!(f, "ok"),
+            Outcome::Exited(code) => write!(f, "exit status {code}"),
+            Outcome::Signaled(signal) => write!(f, "killed by signal {signal}"),
+            Outcome::TimedOut(after) => {
+                write!(f, "timed out after {}", humantime::format_duration(*after))
+            }
+            Outcome::Lost(reason) => write!(f, "{reason}"),
+        }
+    }
+}
+
+pub enum Connection {
+    Local,
+    Ssh(ssh::Session),
+}
+
+impl Connection {
+    pub async fn open(host: &Host) -> Result<Connection, ConnectError> {
+        match &host.address {
+            Address::Local => Ok(Connection::Local),
+            Address::Remote(address) => {
+                Ok(Connection::Ssh(ssh::connect(address, &host.ssh).await?))
+            }
+        }
+    }
+
+    pub async fn exec(
+        &self,
+        script: &str,
+        timeout: Option<Duration>,
+        on_line: &mut (dyn FnMut(Stream, String) + Send),
+    ) -> Outcome {
+        match self {
+            Connection::Local => local::exec(script, timeout, on_line).await,
+            Connection::Ssh(session) => session.exec(script, timeout, on_line).await,
+        }
+    }
+
+    pub async fn close(&self) {
+        if let Connection::Ssh(session) = self {
+            session.close().await;
+        }
+    }
+}
+
+/// Turns a byte stream into lines, whatever the chunking; a partial last line is kept until the
+/// stream ends.
+#[derive(Default)]
+pub struct LineSplitter {
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    pub fn push(&mut self, bytes: &[u8], emit: &mut dyn FnMut(String)) {
+        self.pending.extend_from_slice(bytes);
+        while let Some(newline) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=newline).collect();
+            emit(clean(&line[..line.len() - 1]));
+        }
+    }
+
+    pub fn finish(&mut self, emit: &mut dyn FnMut(String)) {
+        if !self.pending.is_empty() {
+            emit(clean(&std::mem::take(&mut self.pending)));
+        }
+    }
+}
+
+fn clean(line: &[u8]) -> String {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    String::from_utf8_lossy(line).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_lines_across_chunks_and_keeps_the_tail() {
+        let mut lines = Vec::new();
+        let mut splitter = LineSplitter::default();
+        splitter.push(b"one\ntw", &mut |l| lines.push(l));
+        splitter.push(b"o\r\nthr", &mut |l| lines.push(l));
+        splitter.finish(&mut |l| lines.push(l));
+        assert_eq!(lines, ["one", "two", "thr"]);
+    }
+}

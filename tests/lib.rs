@@ -1,0 +1,6 @@
+//! All integration tests, as one test binary (one link step on a small machine).
+
+mod support;
+
+mod deployfile_errors;
+mod run;

@@ -1,0 +1,414 @@
+//! `deployr run` and `deployr check` against real sshd hosts.
+
+use std::net::TcpListener;
+
+use crate::support::{Fleet, deployr_in, keygen};
+
+fn marker_task(name: &str, extra: &str) -> String {
+    format!("[tasks.{name}]\nrun = \"echo ran > {{{{deploy_to}}}}/{name}.ran\"\n{extra}\n")
+}
+
+#[test]
+fn task_runs_on_every_host_concurrently() {
+    let fleet = Fleet::start(3);
+    let file = fleet.deployfile(
+        &[],
+        "[tasks.stamp]\nrun = \"date +%s.%N > {{deploy_to}}/start; sleep 1; date +%s.%N > {{deploy_to}}/end\"\n",
+    );
+    fleet
+        .deployr(&["-f", file.to_str().unwrap(), "run", "stamp"])
+        .expect_code(0);
+    let read = |host: &str, file: &str| -> f64 {
+        fleet
+            .host(host)
+            .read(file)
+            .trim()
+            .parse()
+            .expect("timestamp")
+    };
+    let latest_start = ["web1", "web2", "web3"]
+        .iter()
+        .map(|h| read(h, "start"))
+        .fold(f64::MIN, f64::max);
+    let earliest_end = ["web1", "web2", "web3"]
+        .iter()
+        .map(|h| read(h, "end"))
+        .fold(f64::MAX, f64::min);
+    assert!(
+        latest_start < earliest_end,
+        "the three runs did not overlap: last start {latest_start}, first end {earliest_end}"
+    );
+}
+
+#[test]
+fn once_runs_on_the_first_listed_host_of_its_roles() {
+    let fleet = Fleet::start(3);
+    let file = fleet.deployfile(
+        &[&["web"], &["db"], &["db"]],
+        &marker_task("backup", "roles = [\"db\"]\nonce = true"),
+    );
+    fleet
+        .deployr(&["-f", file.to_str().unwrap(), "run", "backup"])
+        .expect_code(0);
+    let ran: Vec<&str> = fleet
+        .hosts
+        .iter()
+        .filter(|h| !h.read("backup.ran").is_empty())
+        .map(|h| h.name.as_str())
+        .collect();
+    assert_eq!(ran, ["web2"]);
+}
+
+#[test]
+fn roles_and_hosts_flags_select_exactly_those_hosts() {
+    let fleet = Fleet::start(3);
+    let file = fleet.deployfile(
+        &[&["web"][..], &["web", "db"], &["db"]],
+        &marker_task("t", ""),
+    );
+    let file = file.to_str().unwrap();
+    let ran = |fleet: &Fleet| -> Vec<String> {
+        fleet
+            .hosts
+            .iter()
+            .filter(|h| std::fs::remove_file(h.deploy_to.join("t.ran")).is_ok())
+            .map(|h| h.name.clone())
+            .collect()
+    };
+    fleet
+        .deployr(&["-f", file, "--roles", "db", "run", "t"])
+        .expect_code(0);
+    assert_eq!(ran(&fleet), ["web2", "web3"]);
+    fleet
+        .deployr(&["-f", file, "run", "t", "--hosts", "web1,web3"])
+        .expect_code(0);
+    assert_eq!(ran(&fleet), ["web1", "web3"]);
+    fleet
+        .deployr(&[
+            "-f",
+            file,
+            "run",
+            "t",
+            "--hosts",
+            "web1,web2",
+            "--roles",
+            "db",
+        ])
+        .expect_code(0);
+    assert_eq!(ran(&fleet), ["web2"]);
+}
+
+#[test]
+fn failing_command_names_host_step_and_status_and_the_others_finish() {
+    let fleet = Fleet::start(3);
+    let file = fleet.deployfile(
+        &[],
+        "[tasks.migrate]\nrun = \"if [ {{host}} = web2 ]; then echo 'relation missing' >&2; exit 3; fi; sleep 0.5; touch {{deploy_to}}/done\"\n\n[tasks.never]\nrun = \"true\"\n",
+    );
+    let run = fleet.deployr(&["-f", file.to_str().unwrap(), "run", "migrate"]);
+    run.expect_code(1);
+    let all = run.all();
+    assert!(all.contains("web2"), "{all}");
+    assert!(all.contains("`migrate` failed"), "{all}");
+    assert!(all.contains("exit status 3"), "{all}");
+    assert!(all.contains("relation missing"), "stderr tail shown: {all}");
+    assert!(fleet.host("web1").deploy_to.join("done").exists());
+    assert!(fleet.host("web3").deploy_to.join("done").exists());
+    assert!(!fleet.host("web2").deploy_to.join("done").exists());
+}
+
+#[test]
+fn unknown_host_key_under_strict_exits_3_and_runs_nothing_anywhere() {
+    let fleet = Fleet::start(3);
+    let lines: Vec<&str> = fleet
+        .hosts
+        .iter()
+        .filter(|h| h.name != "web3")
+        .map(|h| h.known_hosts_line.as_str())
+        .collect();
+    std::fs::write(&fleet.known_hosts, lines.join("\n") + "\n").unwrap();
+    let file = fleet.deployfile(&[], &marker_task("t", ""));
+    let run = fleet.deployr(&["-f", file.to_str().unwrap(), "run", "t"]);
+    run.expect_code(3);
+    assert!(run.stderr.contains("web3"), "{}", run.stderr);
+    assert!(run.stderr.contains("not in"), "{}", run.stderr);
+    for host in &fleet.hosts {
+        assert!(host.read("t.ran").is_empty(), "{} ran the task", host.name);
+    }
+}
+
+#[test]
+fn accept_new_learns_an_unknown_host_key() {
+    let fleet = Fleet::start(1);
+    std::fs::write(&fleet.known_hosts, "").unwrap();
+    let file = fleet.deployfile(&[], &marker_task("t", ""));
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("[ssh]\n", "[ssh]\nknown_hosts = \"accept-new\"\n");
+    let file = fleet.write("accept.toml", &text);
+    fleet
+        .deployr(&["-f", file.to_str().unwrap(), "run", "t"])
+        .expect_code(0);
+    let learnt = std::fs::read_to_string(&fleet.known_hosts).unwrap();
+    let port = fleet.hosts[0].port;
+    assert!(
+        learnt.contains(&format!("[127.0.0.1]:{port} ssh-ed25519 ")),
+        "{learnt}"
+    );
+    assert_eq!(fleet.hosts[0].read("t.ran"), "ran\n");
+}
+
+#[test]
+fn changed_host_key_is_refused_even_with_accept_new() {
+    let fleet = Fleet::start(2);
+    let impostor = fleet.dir.path().join("impostor");
+    keygen(&impostor);
+    let impostor_key = std::fs::read_to_string(impostor.with_extension("pub")).unwrap();
+    let mut fields = impostor_key.split_whitespace();
+    let impostor_key = format!("{} {}", fields.next().unwrap(), fields.next().unwrap());
+    let known = format!(
+        "{}\n[127.0.0.1]:{} {impostor_key}\n",
+        fleet.hosts[0].known_hosts_line, fleet.hosts[1].port
+    );
+    std::fs::write(&fleet.known_hosts, known).unwrap();
+    let file = fleet.deployfile(&[], &marker_task("t", ""));
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("[ssh]\n", "[ssh]\nknown_hosts = \"accept-new\"\n");
+    let file = fleet.write("accept.toml", &text);
+    let run = fleet.deployr(&["-f", file.to_str().unwrap(), "run", "t"]);
+    run.expect_code(3);
+    assert!(run.stderr.contains("web2"), "{}", run.stderr);
+    assert!(run.stderr.contains("HOST KEY CHANGED"), "{}", run.stderr);
+    assert!(fleet.hosts[0].read("t.ran").is_empty());
+    assert!(fleet.hosts[1].read("t.ran").is_empty());
+}
+
+#[test]
+fn wrong_client_key_exits_3_naming_the_host_and_what_was_tried() {
+    let fleet = Fleet::start(2);
+    let stranger = fleet.dir.path().join("stranger");
+    keygen(&stranger);
+    let file = fleet.deployfile(&[], &marker_task("t", ""));
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        &fleet.client_key.display().to_string(),
+        &stranger.display().to_string(),
+    );
+    let file = fleet.write("stranger.toml", &text);
+    let run = fleet.deployr(&["-f", file.to_str().unwrap(), "run", "t"]);
+    run.expect_code(3);
+    assert!(run.stderr.contains("web1"), "{}", run.stderr);
+    assert!(run.stderr.contains("authentication"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("key {} (rejected", stranger.display())),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn closed_port_fails_that_host_and_nothing_runs() {
+    let fleet = Fleet::start(2);
+    let closed = crate::support::free_port();
+    let file = fleet.deployfile(&[], &marker_task("t", ""));
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        &format!("port = {}", fleet.hosts[1].port),
+        &format!("port = {closed}"),
+    );
+    let file = fleet.write("closed.toml", &text);
+    let run = fleet.deployr(&["-f", file.to_str().unwrap(), "run", "t"]);
+    run.expect_code(3);
+    assert!(
+        run.stderr
+            .contains(&format!("web2: cannot reach 127.0.0.1:{closed}")),
+        "{}",
+        run.stderr
+    );
+    assert!(fleet.hosts[0].read("t.ran").is_empty());
+}
+
+#[test]
+fn silent_host_fails_within_connect_timeout() {
+    let fleet = Fleet::start(1);
+    // Accepts TCP connections but never speaks SSH, like a hung server.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let file = fleet.deployfile(&[], &marker_task("t", ""));
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("connect_timeout = \"5s\"", "connect_timeout = \"1s\"")
+        + &format!("\n[hosts.silent]\naddress = \"127.0.0.1\"\nport = {port}\n");
+    let file = fleet.write("silent.toml", &text);
+    let run = fleet.deployr(&["-f", file.to_str().unwrap(), "run", "t"]);
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains(&format!(
+            "silent: no SSH answer from 127.0.0.1:{port} within 1s"
+        )),
+        "{}",
+        run.stderr
+    );
+    drop(silent);
+}
+
+#[test]
+fn shell_syntax_in_outside_values_is_never_executed() {
+    let fleet = Fleet::start(1);
+    let pwned = fleet.dir.path().join("pwned");
+    let injection = format!("main; touch {}", pwned.display());
+    let file = fleet.deployfile(
+        &[],
+        "[env]\nBRANCH = { from_env = \"DEPLOYR_TEST_BRANCH\" }\n\n[tasks.show]\nrun = \"echo branch=$BRANCH\"\n",
+    );
+    let mut command = fleet.command(&["-f", file.to_str().unwrap(), "run", "show"]);
+    command.env("DEPLOYR_TEST_BRANCH", &injection);
+    let run = crate::support::Run::from(command.output().unwrap());
+    run.expect_code(0);
+    assert!(!pwned.exists(), "the injected command ran");
+    assert!(run.stdout.contains("branch=***"), "{}", run.stdout);
+
+    let bad_ref = fleet.deployfile(
+        &[],
+        &format!("[source]\nrepo = \"/x\"\nref = \"{injection}\"\n\n[tasks.t]\nrun = \"true\"\n"),
+    );
+    let run = fleet.deployr(&["-f", bad_ref.to_str().unwrap(), "run", "t"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("is not a git ref"), "{}", run.stderr);
+    assert!(!pwned.exists());
+}
+
+/// Strips the time and host columns so runs on different transports compare line by line.
+fn normalized(stdout: &str, host: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter_map(|line| line.split_once(' ').map(|(_, rest)| rest))
+        .filter_map(|rest| rest.strip_prefix(&format!("{host} ")))
+        .filter(|rest| !rest.contains(" - ok in ") && !rest.contains(" - FAILED"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn local_transport_behaves_like_ssh() {
+    let fleet = Fleet::start(1);
+    let local_dir = fleet.dir.path().join("local-srv");
+    std::fs::create_dir_all(&local_dir).unwrap();
+    let body = format!(
+        "[hosts.here]\naddress = \"local\"\ndeploy_to = \"{}\"\n\n\
+         [tasks.talk]\nrun = \"echo out; echo err >&2; printf 'no newline'\"\n\n\
+         [tasks.fail]\nrun = \"echo before; exit 7\"\n",
+        local_dir.display()
+    );
+    let file = fleet.deployfile(&[], &body);
+    let file = file.to_str().unwrap();
+    for task in ["talk", "fail"] {
+        let remote = fleet.deployr(&["-f", file, "--hosts", "web1", "run", task]);
+        let local = fleet.deployr(&["-f", file, "--hosts", "here", "run", task]);
+        assert_eq!(remote.code, local.code, "{task}: exit codes differ");
+        assert_eq!(
+            normalized(&remote.stdout, "web1"),
+            normalized(&local.stdout, "here"),
+            "{task}: output differs"
+        );
+        if task == "fail" {
+            assert!(remote.stderr.contains("exit status 7"));
+            assert!(local.stderr.contains("exit status 7"));
+        }
+    }
+}
+
+#[test]
+fn one_connection_per_host_serves_every_command() {
+    let fleet = Fleet::start(2);
+    let file = fleet.deployfile(
+        &[],
+        "[[check]]\nname = \"one\"\nrun = \"true\"\n\n[[check]]\nname = \"two\"\nrun = \"true\"\n",
+    );
+    fleet
+        .deployr(&["-f", file.to_str().unwrap(), "check"])
+        .expect_code(0);
+    for host in &fleet.hosts {
+        let log = host.log();
+        let logins = log.matches("Accepted publickey").count();
+        assert_eq!(
+            logins, 1,
+            "{}: {logins} logins for probe + two checks\n{log}",
+            host.name
+        );
+    }
+}
+
+#[test]
+fn check_reports_every_host_and_changes_nothing() {
+    let fleet = Fleet::start(2);
+    let file = fleet.deployfile(&[], "");
+    let before: Vec<_> = fleet
+        .hosts
+        .iter()
+        .map(|h| std::fs::read_dir(&h.deploy_to).unwrap().count())
+        .collect();
+    let run = fleet.deployr(&["-f", file.to_str().unwrap(), "check"]);
+    run.expect_code(0);
+    for host in &fleet.hosts {
+        let row = run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{} ", host.name)))
+            .unwrap_or_else(|| panic!("no row for {}: {}", host.name, run.stdout));
+        assert!(row.contains(&format!("127.0.0.1:{}", host.port)), "{row}");
+        assert!(row.contains("ok"), "{row}");
+        assert!(row.contains("writable"), "{row}");
+        assert!(row.contains("git version"), "{row}");
+    }
+    let after: Vec<_> = fleet
+        .hosts
+        .iter()
+        .map(|h| std::fs::read_dir(&h.deploy_to).unwrap().count())
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn check_fails_when_a_service_check_fails() {
+    let fleet = Fleet::start(2);
+    let file = fleet.deployfile(
+        &[&["web"], &["db"]],
+        "[[check]]\nname = \"database\"\nrun = \"echo 'no response' >&2; exit 2\"\nroles = [\"db\"]\n",
+    );
+    let run = fleet.deployr(&["-f", file.to_str().unwrap(), "check"]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("`database` failed"), "{}", run.stderr);
+    assert!(run.stderr.contains("web2: exit status 2"), "{}", run.stderr);
+}
+
+#[test]
+fn dry_run_prints_each_command_without_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = crate::support::free_port();
+    std::fs::write(
+        dir.path().join("deployfile.toml"),
+        format!(
+            "[app]\nname = \"shop\"\ndeploy_to = \"/srv/shop\"\n\n[hosts.web1]\naddress = \"127.0.0.1\"\nport = {closed}\n\n\
+             [hosts.web2]\naddress = \"127.0.0.1\"\nport = {closed}\n\n[tasks.backup]\nrun = \"pg_dump shop > {{{{shared_path}}}}/x.sql\"\n"
+        ),
+    )
+    .unwrap();
+    let run = deployr_in(dir.path(), &["--dry-run", "run", "backup"]);
+    run.expect_code(0);
+    for host in ["web1", "web2"] {
+        assert!(
+            run.stdout.contains(&format!(
+                "{host} backup $ pg_dump shop > /srv/shop/shared/x.sql"
+            )),
+            "{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout
+                .contains(&format!("{host} backup $ cd /srv/shop/current")),
+            "{}",
+            run.stdout
+        );
+    }
+}

@@ -1,0 +1,325 @@
+//! The shared test harness: real OpenSSH `sshd` processes on 127.0.0.1, each with a random
+//! port, a throwaway host key, an authorized throwaway client key and its own `deploy_to`.
+//! There is no fake SSH server: when `sshd` is missing the tests fail, they never skip.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+const SSHD_CANDIDATES: &[&str] = &["/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd"];
+
+pub fn sshd_path() -> PathBuf {
+    SSHD_CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "sshd not found in {SSHD_CANDIDATES:?}: the integration tests need OpenSSH's server \
+                 (Debian package openssh-server); `bash .ci/run` installs it"
+            )
+        })
+}
+
+fn run_ok(command: &mut Command) {
+    let output = command.output().expect("spawn helper command");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+pub fn keygen(path: &Path) {
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "deployr-test", "-f"])
+            .arg(path),
+    );
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+pub fn current_user() -> String {
+    let output = Command::new("id").arg("-un").output().expect("id -un");
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+pub struct SshHost {
+    pub name: String,
+    pub port: u16,
+    /// This host's `deploy_to`.
+    pub deploy_to: PathBuf,
+    pub dir: PathBuf,
+    /// The `[127.0.0.1]:port key` line for known_hosts.
+    pub known_hosts_line: String,
+    child: Option<Child>,
+}
+
+impl SshHost {
+    fn start(root: &Path, name: &str, authorized_keys: &Path) -> SshHost {
+        let dir = root.join("hosts").join(name);
+        let deploy_to = dir.join("srv");
+        std::fs::create_dir_all(&deploy_to).unwrap();
+        let host_key = dir.join("host_ed25519");
+        keygen(&host_key);
+        let public = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
+        let mut fields = public.split_whitespace();
+        let key = format!("{} {}", fields.next().unwrap(), fields.next().unwrap());
+        let mut host = SshHost {
+            name: name.to_string(),
+            port: 0,
+            deploy_to,
+            known_hosts_line: String::new(),
+            dir,
+            child: None,
+        };
+        host.spawn(&host_key, authorized_keys);
+        host.known_hosts_line = format!("[127.0.0.1]:{} {key}", host.port);
+        host
+    }
+
+    fn spawn(&mut self, host_key: &Path, authorized_keys: &Path) {
+        // sshd refuses to start as root without its privilege-separation directory.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        for _attempt in 0..5 {
+            let port = free_port();
+            let config = self.dir.join("sshd_config");
+            std::fs::write(
+                &config,
+                format!(
+                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\n\
+                     AuthorizedKeysFile {}\nPasswordAuthentication no\n\
+                     KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nUsePAM no\n\
+                     StrictModes no\nPermitRootLogin yes\nLogLevel VERBOSE\nMaxStartups 200\n\
+                     MaxSessions 20\nSubsystem sftp internal-sftp\n",
+                    host_key.display(),
+                    self.dir.join("sshd.pid").display(),
+                    authorized_keys.display(),
+                ),
+            )
+            .unwrap();
+            let log = std::fs::File::create(self.dir.join("sshd.log")).unwrap();
+            let mut child = Command::new(sshd_path())
+                .args(["-D", "-e", "-f"])
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("start sshd");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    self.port = port;
+                    self.child = Some(child);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "sshd for {} did not start; its log:\n{}",
+            self.name,
+            std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
+        );
+    }
+
+    /// Stops this host's sshd and the sessions it spawned (as a crash or power loss would).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-P", &child.id().to_string()])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
+    }
+
+    /// A file in this host's `deploy_to`, read as text ("" when absent).
+    pub fn read(&self, relative: &str) -> String {
+        std::fs::read_to_string(self.deploy_to.join(relative)).unwrap_or_default()
+    }
+}
+
+impl Drop for SshHost {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// N real sshd hosts plus everything a client needs: a key, a known_hosts file and a HOME.
+pub struct Fleet {
+    pub dir: TempDir,
+    pub hosts: Vec<SshHost>,
+    pub client_key: PathBuf,
+    pub known_hosts: PathBuf,
+    pub home: PathBuf,
+    pub user: String,
+}
+
+impl Fleet {
+    /// Hosts named `web1`, `web2`, ... all known and authorized.
+    pub fn start(count: usize) -> Fleet {
+        let names: Vec<String> = (1..=count).map(|i| format!("web{i}")).collect();
+        Fleet::with_names(&names.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    pub fn with_names(names: &[&str]) -> Fleet {
+        let dir = tempfile::Builder::new()
+            .prefix("deployr-test-")
+            .tempdir()
+            .unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(home.join(".ssh")).unwrap();
+        let client_key = dir.path().join("client_ed25519");
+        keygen(&client_key);
+        let authorized_keys = dir.path().join("authorized_keys");
+        std::fs::copy(client_key.with_extension("pub"), &authorized_keys).unwrap();
+        let hosts: Vec<SshHost> = names
+            .iter()
+            .map(|name| SshHost::start(dir.path(), name, &authorized_keys))
+            .collect();
+        let known_hosts = dir.path().join("known_hosts");
+        let lines: Vec<&str> = hosts.iter().map(|h| h.known_hosts_line.as_str()).collect();
+        std::fs::write(&known_hosts, lines.join("\n") + "\n").unwrap();
+        Fleet {
+            home,
+            client_key,
+            known_hosts,
+            user: current_user(),
+            hosts,
+            dir,
+        }
+    }
+
+    pub fn host(&self, name: &str) -> &SshHost {
+        self.hosts.iter().find(|h| h.name == name).expect("host")
+    }
+
+    /// `[ssh]` settings that reach the fleet with the throwaway key and known_hosts.
+    pub fn ssh_section(&self) -> String {
+        format!(
+            "[ssh]\nuser = \"{}\"\nidentity_file = \"{}\"\nknown_hosts_file = \"{}\"\nconnect_timeout = \"5s\"\n",
+            self.user,
+            self.client_key.display(),
+            self.known_hosts.display()
+        )
+    }
+
+    /// `[hosts.NAME]` tables; `roles` gives each host's roles in order (missing: none).
+    pub fn hosts_section(&self, roles: &[&[&str]]) -> String {
+        let mut text = String::new();
+        for (i, host) in self.hosts.iter().enumerate() {
+            let roles = roles.get(i).copied().unwrap_or(&[]);
+            let roles: Vec<String> = roles.iter().map(|r| format!("\"{r}\"")).collect();
+            text.push_str(&format!(
+                "\n[hosts.{}]\naddress = \"127.0.0.1\"\nport = {}\ndeploy_to = \"{}\"\nroles = [{}]\n",
+                host.name,
+                host.port,
+                host.deploy_to.display(),
+                roles.join(", ")
+            ));
+        }
+        text
+    }
+
+    /// A complete deployfile: `[app]`, `[ssh]`, every host, then `body`.
+    pub fn deployfile(&self, roles: &[&[&str]], body: &str) -> PathBuf {
+        let text = format!(
+            "[app]\nname = \"shop\"\ndeploy_to = \"/nonexistent\"\n\n{}{}\n{}",
+            self.ssh_section(),
+            self.hosts_section(roles),
+            body
+        );
+        self.write("deployfile.toml", &text)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs deployr with this fleet's HOME and no ssh-agent, from the fleet's directory.
+    pub fn deployr(&self, args: &[&str]) -> Run {
+        let mut command = self.command(args);
+        Run::from(command.output().expect("run deployr"))
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_deployr"));
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("HOME", &self.home)
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("DEPLOYR_FILE")
+            .stdin(Stdio::null());
+        command
+    }
+}
+
+/// A finished deployr run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}, got {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Runs deployr outside any fleet (for deployfile errors and local hosts).
+pub fn deployr_in(dir: &Path, args: &[&str]) -> Run {
+    Command::new(env!("CARGO_BIN_EXE_deployr"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("DEPLOYR_FILE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run deployr")
+        .into()
+}
