@@ -58,6 +58,43 @@ pub enum Command {
         /// The task's name, as in [tasks.NAME].
         task: String,
     },
+    /// Fetch the code into a new release on every host and run the [[prepare]] steps; `current`
+    /// is not touched.
+    #[command(after_help = "Examples:\n  deployr prepare\n  deployr prepare --ref hotfix/1.2.1")]
+    Prepare {
+        /// Branch, tag or commit to deploy (default: [source] ref).
+        #[arg(long = "ref", value_name = "REF")]
+        reference: Option<String>,
+    },
+    /// Run the [[activate]] steps (migrate once), switch every host to the prepared release at
+    /// once, run the after-switch steps and the health check.
+    #[command(after_help = "Examples:\n  deployr activate\n  deployr activate --hosts web1   # canary, then `deployr activate`")]
+    Activate {
+        /// Activate this release (present on every host) instead of the prepared one.
+        #[arg(long, value_name = "ID")]
+        release: Option<String>,
+    },
+    /// Prepare, then activate.
+    #[command(after_help = "Example:\n  deployr deploy --ref v1.4.0")]
+    Deploy {
+        /// Branch, tag or commit to deploy (default: [source] ref).
+        #[arg(long = "ref", value_name = "REF")]
+        reference: Option<String>,
+    },
+    /// Switch every host back to the previous (or the given) release and run the after-switch
+    /// steps.
+    #[command(after_help = "Examples:\n  deployr rollback\n  deployr rollback --to 20261124T154100Z")]
+    Rollback {
+        /// The release to go back to (default: the one before the current release).
+        #[arg(long, value_name = "ID")]
+        to: Option<String>,
+    },
+    /// Current and prepared release per host, the lock holder, and drift between hosts.
+    #[command(after_help = "Example:\n  deployr status")]
+    Status,
+    /// Every release on every host.
+    #[command(after_help = "Example:\n  deployr releases --hosts web1")]
+    Releases,
     /// Connect, authenticate and verify host keys, check that deploy_to is writable and git is
     /// present, and run the [[check]] entries. Changes nothing.
     #[command(after_help = "Example:\n  deployr check --roles web")]

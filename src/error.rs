@@ -23,7 +23,32 @@ pub enum Error {
     #[error("{what} failed on {}", .hosts.join(", "))]
     CheckFailed { what: String, hosts: Vec<String> },
     #[error("{0}")]
+    InvalidRef(#[from] crate::refname::InvalidRef),
+    #[error("{0}")]
+    InvalidRelease(#[from] crate::release::InvalidId),
+    /// A precondition does not hold (hosts disagree, nothing to roll back to); nothing changed.
+    #[error("{0}")]
+    Refused(String),
+    /// Something failed after the switch had begun, and every switched host was switched back.
+    #[error("activation of {release} failed, so every switched host was switched back to the release it served before\n{}{}",
+        step_failures(.failures), restore_problems(.restore_failures))]
+    RolledBack {
+        release: String,
+        failures: Vec<StepFailure>,
+        restore_failures: Vec<StepFailure>,
+    },
+    #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+fn restore_problems(failures: &[StepFailure]) -> String {
+    if failures.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\nWARNING: restoring failed too; these hosts need a look:\n{}",
+        step_failures(failures)
+    )
 }
 
 fn connect_failures(failures: &[ConnectFailure]) -> String {

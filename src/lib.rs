@@ -11,6 +11,7 @@ pub mod inventory;
 pub mod local;
 pub mod plan;
 pub mod refname;
+pub mod release;
 pub mod report;
 pub mod run;
 pub mod ssh;

@@ -8,9 +8,15 @@ use deployr::error::Error;
 /// The exit codes of the design, in one place.
 fn exit_code(error: &Error) -> u8 {
     match error {
-        Error::StepFailed(_) | Error::CheckFailed { .. } | Error::Io(_) => 1,
-        Error::Deployfile(_) | Error::Selection(_) | Error::Usage(_) | Error::Quote(_) => 2,
+        Error::StepFailed(_) | Error::CheckFailed { .. } | Error::Refused(_) | Error::Io(_) => 1,
+        Error::Deployfile(_)
+        | Error::Selection(_)
+        | Error::Usage(_)
+        | Error::Quote(_)
+        | Error::InvalidRef(_)
+        | Error::InvalidRelease(_) => 2,
         Error::Connect(_) => 3,
+        Error::RolledBack { .. } => 5,
     }
 }
 

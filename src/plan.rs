@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use crate::deployfile::{Deployfile, EnvVar, Step};
+use crate::deployfile::{ActivateStep, Deployfile, EnvVar, Source, Step};
 use crate::inventory::Host;
+use crate::release;
 use crate::template::Values;
 
 #[derive(Debug, Clone)]
@@ -21,6 +22,9 @@ pub struct PlannedStep {
     pub concurrency: Option<usize>,
     /// Empty when the step's roles match no selected host (a `once` step outside a canary).
     pub runs: Vec<PlannedRun>,
+    /// deployr's own reads (state, the resolved commit): stdout is returned to the caller
+    /// instead of being shown.
+    pub capture: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -117,11 +121,243 @@ pub fn in_current(
             timeout: step.timeout,
             concurrency: step.concurrency,
             runs,
+            capture: false,
         });
     }
     Ok(Plan {
         hosts,
         steps: planned,
+    })
+}
+
+/// What a release step knows about the release; placeholders such as `<commit>` in a dry run,
+/// where nothing has been resolved yet.
+#[derive(Debug, Clone)]
+pub struct ReleaseInfo {
+    pub release: String,
+    pub commit: String,
+    pub reference: String,
+}
+
+/// A host's variables while it works on a release.
+pub fn release_values(
+    deployfile: &Deployfile,
+    host: &Host,
+    timestamp: &str,
+    info: &ReleaseInfo,
+    previous: Option<&str>,
+) -> Values {
+    let mut values = host.values(&deployfile.app.name, timestamp);
+    values.set("release", &info.release);
+    values.set("release_path", release::release_path(host, &info.release));
+    values.set("previous_release", previous.unwrap_or_default());
+    values.set("commit", &info.commit);
+    values.set("ref", &info.reference);
+    values
+}
+
+/// A deployfile step run in the release directory on the hosts its roles select.
+fn release_step(
+    deployfile: &Deployfile,
+    hosts: &[Host],
+    step: &Step,
+    timestamp: &str,
+    info: &ReleaseInfo,
+    previous: &[Option<String>],
+) -> Result<PlannedStep, QuoteError> {
+    let mut runs = Vec::new();
+    for index in hosts_for(step.roles.as_deref(), step.once, hosts) {
+        let host = &hosts[index];
+        let values = release_values(deployfile, host, timestamp, info, previous[index].as_deref());
+        let dir = release::release_path(host, &info.release);
+        let command = step.command.render(&values);
+        runs.push(PlannedRun {
+            host: index,
+            script: script(WorkDir::Path(&dir), host, &deployfile.env, &values, &command)?,
+        });
+    }
+    Ok(PlannedStep {
+        name: step.name.clone(),
+        timeout: step.timeout,
+        concurrency: step.concurrency,
+        runs,
+        capture: false,
+    })
+}
+
+/// One of deployr's own commands on the given hosts.
+fn own_step(
+    name: &str,
+    hosts: &[Host],
+    on: impl IntoIterator<Item = usize>,
+    capture: bool,
+    mut script: impl FnMut(usize, &Host) -> Result<String, QuoteError>,
+) -> Result<PlannedStep, QuoteError> {
+    let mut runs = Vec::new();
+    for index in on {
+        runs.push(PlannedRun {
+            host: index,
+            script: script(index, &hosts[index])?,
+        });
+    }
+    Ok(PlannedStep {
+        name: name.to_string(),
+        timeout: None,
+        concurrency: None,
+        runs,
+        capture,
+    })
+}
+
+/// Reads every host's release state (one command per host).
+pub fn state(hosts: &[Host]) -> Result<PlannedStep, QuoteError> {
+    own_step("state", hosts, 0..hosts.len(), true, |_, host| {
+        release::state_script(host)
+    })
+}
+
+/// `prepare`: resolve the ref on the first host, export that one commit everywhere, run the
+/// `[[prepare]]` steps in the new release, then mark it prepared.
+pub fn prepare(
+    deployfile: &Deployfile,
+    source: &Source,
+    hosts: &[Host],
+    timestamp: &str,
+    info: &ReleaseInfo,
+    previous: &[Option<String>],
+) -> Result<Vec<PlannedStep>, QuoteError> {
+    let mut steps = vec![own_step("resolve", hosts, [0], true, |_, host| {
+        release::fetch_script(host, &source.repo, &info.reference, true)
+    })?];
+    steps.push(own_step("code", hosts, 0..hosts.len(), false, |index, host| {
+        let export = release::export_script(
+            host,
+            &deployfile.app,
+            source.repo_tree.as_deref(),
+            &info.release,
+            &info.commit,
+        )?;
+        if index == 0 {
+            return Ok(export);
+        }
+        let fetch = release::fetch_script(host, &source.repo, &info.reference, false)?;
+        Ok(format!("{fetch}
+{export}"))
+    })?);
+    for step in &deployfile.prepare {
+        steps.push(release_step(deployfile, hosts, step, timestamp, info, previous)?);
+    }
+    let prepared = release::Prepared {
+        release: info.release.clone(),
+        commit: info.commit.clone(),
+        reference: info.reference.clone(),
+        time: timestamp.to_string(),
+    };
+    steps.push(own_step("prepared", hosts, 0..hosts.len(), false, |_, host| {
+        release::mark_prepared_script(host, &prepared)
+    })?);
+    Ok(steps)
+}
+
+/// Where one host's `current` goes: a release, or nowhere (undoing a first activation).
+#[derive(Debug, Clone)]
+pub struct Switch {
+    pub host: usize,
+    pub release: Option<String>,
+}
+
+pub fn switch(hosts: &[Host], switches: &[Switch]) -> Result<PlannedStep, QuoteError> {
+    let mut step = own_step("switch", hosts, [], false, |_, _| Ok(String::new()))?;
+    for switch in switches {
+        step.runs.push(PlannedRun {
+            host: switch.host,
+            script: release::switch_script(&hosts[switch.host], switch.release.as_deref())?,
+        });
+    }
+    Ok(step)
+}
+
+/// The `[[activate]]` steps before (`after_switch = false`) or after the switch.
+pub fn activate_steps(
+    deployfile: &Deployfile,
+    hosts: &[Host],
+    after_switch: bool,
+    timestamp: &str,
+    info: &ReleaseInfo,
+    previous: &[Option<String>],
+) -> Result<Vec<PlannedStep>, QuoteError> {
+    let switch_at = deployfile
+        .activate
+        .iter()
+        .position(|step| matches!(step, ActivateStep::Switch))
+        .unwrap_or(deployfile.activate.len());
+    let range = if after_switch {
+        switch_at..deployfile.activate.len()
+    } else {
+        0..switch_at
+    };
+    let mut steps = Vec::new();
+    for step in &deployfile.activate[range] {
+        if let ActivateStep::Run(step) = step {
+            steps.push(release_step(deployfile, hosts, step, timestamp, info, previous)?);
+        }
+    }
+    Ok(steps)
+}
+
+/// The health check: one shell loop per host, so the attempts cost no extra round trips.
+pub fn healthcheck(
+    deployfile: &Deployfile,
+    hosts: &[Host],
+    timestamp: &str,
+    info: &ReleaseInfo,
+    previous: &[Option<String>],
+) -> Result<Option<PlannedStep>, QuoteError> {
+    let Some(check) = &deployfile.healthcheck else {
+        return Ok(None);
+    };
+    let mut runs = Vec::new();
+    for index in hosts_for(check.roles.as_deref(), false, hosts) {
+        let host = &hosts[index];
+        let values = release_values(deployfile, host, timestamp, info, previous[index].as_deref());
+        let command = quote(&check.command.render(&values), "the health check")?;
+        let looped = format!(
+            r#"attempt=1
+while :; do
+  timeout {timeout} sh -c {command} && exit 0
+  [ "$attempt" -ge {attempts} ] && {{ echo "unhealthy after {attempts} attempts" >&2; exit 1; }}
+  attempt=$((attempt + 1))
+  sleep {interval}
+done"#,
+            timeout = check.timeout.as_secs_f64(),
+            attempts = check.attempts,
+            interval = check.interval.as_secs_f64(),
+        );
+        let dir = host.current_path();
+        runs.push(PlannedRun {
+            host: index,
+            script: script(WorkDir::Path(&dir), host, &deployfile.env, &values, &looped)?,
+        });
+    }
+    Ok(Some(PlannedStep {
+        name: "healthcheck".into(),
+        timeout: None,
+        concurrency: None,
+        runs,
+        capture: false,
+    }))
+}
+
+/// Records the activation or rollback in each host's history and prunes old releases.
+pub fn finish(
+    hosts: &[Host],
+    on: &[usize],
+    entry: &dyn Fn(usize) -> release::HistoryEntry,
+    prune: &dyn Fn(usize) -> Vec<String>,
+    by: &str,
+) -> Result<PlannedStep, QuoteError> {
+    own_step("finish", hosts, on.iter().copied(), false, |index, host| {
+        release::finish_script(host, &entry(index), by, &prune(index))
     })
 }
 

@@ -51,6 +51,19 @@ pub enum EventKind {
     StepSkipped {
         step: String,
     },
+    /// A sentence for the operator that belongs to no single step.
+    Notice {
+        text: String,
+    },
+    /// An activation or rollback completed on every host.
+    Activated {
+        release: String,
+        hosts: usize,
+        /// From the start of the first activate step to the last host done (health checked).
+        window: Duration,
+        /// From the first to the last host switched.
+        skew: Duration,
+    },
     /// What `deployr check` found on a host, one (name, finding) pair per column.
     Probed {
         host: String,
@@ -123,6 +136,7 @@ pub struct Reporter {
     tails: BTreeMap<(String, String), VecDeque<String>>,
     failures: Vec<(String, String, Outcome)>,
     probes: Vec<(String, Vec<(String, String)>)>,
+    activation: Option<String>,
 }
 
 impl Reporter {
@@ -137,6 +151,7 @@ impl Reporter {
             tails: BTreeMap::new(),
             failures: Vec::new(),
             probes: Vec::new(),
+            activation: None,
         }
     }
 
@@ -220,6 +235,20 @@ impl Reporter {
                         .push((host.clone(), step.clone(), outcome.clone()));
                 }
             }
+            EventKind::Notice { text } => self.line(&format!("{time} {text}")),
+            EventKind::Activated {
+                release,
+                hosts,
+                window,
+                skew,
+            } => {
+                self.activation = Some(format!(
+                    "{release} live on {hosts} host{}: activation window {}, switch skew {}",
+                    if *hosts == 1 { "" } else { "s" },
+                    seconds(*window),
+                    milliseconds(*skew)
+                ));
+            }
             EventKind::Probed { host, facts } => {
                 self.host_seen(host);
                 self.probes.push((host.clone(), facts.clone()));
@@ -284,6 +313,9 @@ impl Reporter {
         for line in table(&rows) {
             self.line(&line);
         }
+        if let Some(activation) = self.activation.take() {
+            self.line(&activation);
+        }
     }
 }
 
@@ -339,6 +371,10 @@ pub fn table(rows: &[Vec<String>]) -> Vec<String> {
 
 pub fn seconds(duration: Duration) -> String {
     format!("{:.2}s", duration.as_secs_f64())
+}
+
+pub fn milliseconds(duration: Duration) -> String {
+    format!("{:.1}ms", duration.as_secs_f64() * 1000.0)
 }
 
 /// `--dry-run`: every script, per host and step, exactly as it would be sent.

@@ -12,7 +12,7 @@ use crate::inventory::Host;
 use crate::plan::{Plan, PlannedRun, PlannedStep};
 use crate::report::{EventKind, Events};
 use crate::ssh::ConnectError;
-use crate::transport::{Connection, Outcome};
+use crate::transport::{Connection, Outcome, Stream};
 
 #[derive(Debug)]
 pub struct ConnectFailure {
@@ -82,6 +82,17 @@ pub async fn connect_all(
     }
 }
 
+/// How one host's run of a step ended.
+#[derive(Debug, Clone)]
+pub struct HostResult {
+    /// Index into the plan's hosts.
+    pub host: usize,
+    pub outcome: Outcome,
+    pub finished: Instant,
+    /// Standard output, for steps that capture it.
+    pub stdout: Vec<String>,
+}
+
 /// Runs every step of the plan. A failing step finishes on every host before the run stops,
 /// and every host that failed it is returned.
 pub async fn execute(
@@ -91,51 +102,55 @@ pub async fn execute(
     events: &Events,
 ) -> Result<(), Vec<StepFailure>> {
     for step in &plan.steps {
-        let failures = execute_step(plan, step, connections, concurrency, events).await;
-        if !failures.is_empty() {
-            return Err(failures);
-        }
+        let results = execute_step(&plan.hosts, step, connections, concurrency, events).await;
+        failures(&plan.hosts, step, &results)?;
     }
     Ok(())
 }
 
+/// The hosts where a step failed, as an error.
+pub fn failures(
+    hosts: &[Host],
+    step: &PlannedStep,
+    results: &[HostResult],
+) -> Result<(), Vec<StepFailure>> {
+    let failed: Vec<StepFailure> = results
+        .iter()
+        .filter(|result| !result.outcome.success())
+        .map(|result| StepFailure {
+            host: hosts[result.host].name.clone(),
+            step: step.name.clone(),
+            outcome: result.outcome.clone(),
+        })
+        .collect();
+    if failed.is_empty() { Ok(()) } else { Err(failed) }
+}
+
+/// Runs one step on all its hosts at once (within the limits); one result per run, in host
+/// order.
 pub async fn execute_step(
-    plan: &Plan,
+    hosts: &[Host],
     step: &PlannedStep,
     connections: &[Arc<Connection>],
     concurrency: usize,
     events: &Events,
-) -> Vec<StepFailure> {
+) -> Vec<HostResult> {
     if step.runs.is_empty() {
         events.send(EventKind::StepSkipped {
             step: step.name.clone(),
         });
         return Vec::new();
     }
-    let limit = step
-        .concurrency
-        .unwrap_or(usize::MAX)
-        .min(concurrency)
-        .max(1);
-    let mut outcomes: Vec<(usize, Outcome)> = futures::stream::iter(&step.runs)
+    let limit = step.concurrency.unwrap_or(usize::MAX).min(concurrency).max(1);
+    let mut results: Vec<HostResult> = futures::stream::iter(&step.runs)
         .map(|run| async move {
-            let host = &plan.hosts[run.host];
-            let outcome = run_one(host, step, run, &connections[run.host], events).await;
-            (run.host, outcome)
+            run_one(&hosts[run.host], step, run, &connections[run.host], events).await
         })
         .buffer_unordered(limit)
         .collect()
         .await;
-    outcomes.sort_by_key(|(host, _)| *host);
-    outcomes
-        .into_iter()
-        .filter(|(_, outcome)| !outcome.success())
-        .map(|(host, outcome)| StepFailure {
-            host: plan.hosts[host].name.clone(),
-            step: step.name.clone(),
-            outcome,
-        })
-        .collect()
+    results.sort_by_key(|result| result.host);
+    results
 }
 
 async fn run_one(
@@ -144,13 +159,18 @@ async fn run_one(
     run: &PlannedRun,
     connection: &Connection,
     events: &Events,
-) -> Outcome {
+) -> HostResult {
     events.send(EventKind::StepStarted {
         host: host.name.clone(),
         step: step.name.clone(),
     });
     let started = Instant::now();
+    let mut stdout = Vec::new();
     let mut on_line = |stream, line| {
+        if step.capture && stream == Stream::Stdout {
+            stdout.push(line);
+            return;
+        }
         events.send(EventKind::Output {
             host: host.name.clone(),
             step: step.name.clone(),
@@ -161,13 +181,19 @@ async fn run_one(
     let outcome = connection
         .exec(&run.script, step.timeout, &mut on_line)
         .await;
+    let finished = Instant::now();
     events.send(EventKind::StepFinished {
         host: host.name.clone(),
         step: step.name.clone(),
         outcome: outcome.clone(),
-        duration: started.elapsed(),
+        duration: finished - started,
     });
-    outcome
+    HostResult {
+        host: run.host,
+        outcome,
+        finished,
+        stdout,
+    }
 }
 
 pub async fn disconnect(connections: &[Arc<Connection>]) {

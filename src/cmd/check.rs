@@ -136,6 +136,7 @@ if command -v git >/dev/null 2>&1; then echo "git=$(git --version)"; else echo "
             timeout: None,
             concurrency: None,
             runs,
+            capture: true,
         }],
     })
 }

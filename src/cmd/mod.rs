@@ -1,16 +1,23 @@
 //! One function per command: load and validate everything, build the plan, then hand it to the
 //! runner with a reporter watching.
 
+mod activate;
 mod check;
+mod prepare;
+mod status;
 mod task;
+
+use std::sync::Arc;
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::deployfile::Deployfile;
 use crate::error::Error;
 use crate::inventory::{Host, Selection};
-use crate::plan::Plan;
-use crate::report::{self, Events, Masker, Reporter, Verbosity};
-use crate::run;
+use crate::plan::{self, Plan, PlannedStep};
+use crate::release::{self, HostState};
+use crate::report::{self, EventKind, Events, Masker, Reporter, Verbosity};
+use crate::run::{self, HostResult};
+use crate::transport::Connection;
 
 /// A command's error, with what is needed to show it without leaking secrets.
 pub struct Failed {
@@ -35,6 +42,8 @@ pub struct Context {
     pub dry_run: bool,
     /// One UTC time for the whole invocation, as `{{timestamp}}`.
     pub timestamp: String,
+    /// The id a release prepared by this invocation gets.
+    pub release_id: String,
 }
 
 impl Context {
@@ -49,6 +58,7 @@ impl Context {
             .into_iter()
             .cloned()
             .collect();
+        let now = chrono::Utc::now();
         Ok(Context {
             masker: Masker::new(deployfile.secrets()),
             concurrency: args
@@ -62,7 +72,8 @@ impl Context {
                 Verbosity::Normal
             },
             dry_run: args.dry_run,
-            timestamp: chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string(),
+            timestamp: release::new_id(now),
+            release_id: release::new_id(now),
             hosts,
             deployfile,
         })
@@ -102,6 +113,97 @@ impl Context {
     }
 }
 
+/// Open connections to every selected host, reused by every step of the command.
+pub struct Session<'a> {
+    context: &'a Context,
+    connections: Vec<Arc<Connection>>,
+    events: Events,
+}
+
+impl<'a> Session<'a> {
+    /// Connects to every selected host; if any cannot be reached, none is used.
+    async fn open(context: &'a Context, events: &Events) -> Result<Session<'a>, Error> {
+        let connections = run::connect_all(&context.hosts, context.concurrency, events)
+            .await
+            .map_err(Error::Connect)?;
+        Ok(Session {
+            context,
+            connections,
+            events: events.clone(),
+        })
+    }
+
+    fn hosts(&self) -> &[Host] {
+        &self.context.hosts
+    }
+
+    /// Runs a step everywhere it is planned and returns each host's result.
+    async fn step(&self, step: &PlannedStep) -> Vec<HostResult> {
+        run::execute_step(
+            self.hosts(),
+            step,
+            &self.connections,
+            self.context.concurrency,
+            &self.events,
+        )
+        .await
+    }
+
+    /// Runs a step and fails if it failed anywhere.
+    async fn run(&self, step: &PlannedStep) -> Result<Vec<HostResult>, Error> {
+        let results = self.step(step).await;
+        run::failures(self.hosts(), step, &results).map_err(Error::StepFailed)?;
+        Ok(results)
+    }
+
+    /// Every selected host's release state, in one round trip.
+    async fn states(&self) -> Result<Vec<HostState>, Error> {
+        let results = self.run(&plan::state(self.hosts())?).await?;
+        Ok(results
+            .iter()
+            .map(|result| release::parse_state(&result.stdout))
+            .collect())
+    }
+
+    fn notice(&self, text: String) {
+        self.events.send(EventKind::Notice { text });
+    }
+
+    async fn close(self) {
+        run::disconnect(&self.connections).await;
+    }
+}
+
+impl Context {
+    /// Runs `work` over a session with a reporter watching, and waits for the summary.
+    async fn with_session<T>(
+        &self,
+        work: impl AsyncFnOnce(&Session<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let (events, reporter) = self.reporter().spawn();
+        let result = match Session::open(self, &events).await {
+            Ok(session) => {
+                let result = work(&session).await;
+                session.close().await;
+                result
+            }
+            Err(error) => Err(error),
+        };
+        drop(events);
+        let _ = reporter.await;
+        result
+    }
+}
+
+/// `user@machine`, for the history and the lock.
+fn operator() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("{user}@{machine}")
+}
+
 pub async fn main(cli: Cli) -> Result<(), Failed> {
     let context = Context::load(&cli.global).map_err(|error| Failed {
         error,
@@ -110,9 +212,29 @@ pub async fn main(cli: Cli) -> Result<(), Failed> {
     let result = match &cli.command {
         Command::Run { task } => task::run(&context, task).await,
         Command::Check => check::run(&context).await,
+        Command::Prepare { reference } => prepare::command(&context, reference.as_deref()).await,
+        Command::Activate { release } => activate::command(&context, release.as_deref()).await,
+        Command::Deploy { reference } => deploy(&context, reference.as_deref()).await,
+        Command::Rollback { to } => activate::rollback_command(&context, to.as_deref()).await,
+        Command::Status => status::status(&context).await,
+        Command::Releases => status::releases(&context).await,
     };
     result.map_err(|error| Failed {
         error,
         masker: context.masker.clone(),
     })
+}
+
+/// `deployr deploy`: prepare, then activate exactly that release, over the same connections.
+async fn deploy(context: &Context, reference: Option<&str>) -> Result<(), Error> {
+    if context.dry_run {
+        prepare::command(context, reference).await?;
+        return activate::command(context, None).await;
+    }
+    context
+        .with_session(async |session| {
+            let release = prepare::prepare(context, session, reference).await?;
+            activate::activate(context, session, Some(&release)).await
+        })
+        .await
 }

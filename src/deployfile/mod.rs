@@ -45,6 +45,8 @@ pub struct App {
 pub struct Source {
     pub repo: String,
     pub reference: String,
+    /// Deploy only this directory of the repository (a monorepo, or an example app).
+    pub repo_tree: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -179,9 +181,14 @@ impl Validator<'_> {
                 }
                 None => "main".to_string(),
             };
+            let repo_tree = source.repo_tree.as_ref().map(|tree| {
+                self.relative_paths(std::slice::from_ref(tree), "repo_tree")
+                    .remove(0)
+            });
             Source {
-                repo: self.nonempty(&source.repo, "source.repo"),
+                repo: self.repo(&source.repo),
                 reference,
+                repo_tree,
             }
         });
         let concurrency = raw
@@ -259,6 +266,24 @@ impl Validator<'_> {
         value.get_ref().clone()
     }
 
+    /// A URL, `host:path`, or a path; a relative path is taken from the deployfile's directory.
+    fn repo(&mut self, value: &S<String>) -> String {
+        let repo = self.nonempty(value, "source.repo");
+        if repo.contains(':') || repo.starts_with('/') || repo.is_empty() {
+            return repo;
+        }
+        let base = self.base_dir();
+        base.join(&repo).to_string_lossy().into_owned()
+    }
+
+    fn base_dir(&self) -> PathBuf {
+        let base = match self.path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf())
+    }
+
     fn positive(&mut self, value: &S<i64>, what: &str) -> usize {
         match usize::try_from(*value.get_ref()) {
             Ok(n) if n > 0 => n,
@@ -308,12 +333,7 @@ impl Validator<'_> {
             return path.to_string();
         }
         if local && !path.is_empty() {
-            let base = match self.path.parent() {
-                Some(parent) if !parent.as_os_str().is_empty() => parent,
-                _ => Path::new("."),
-            };
-            let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
-            return base.join(path).to_string_lossy().into_owned();
+            return self.base_dir().join(path).to_string_lossy().into_owned();
         }
         self.error(
             value.span(),

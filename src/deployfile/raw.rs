@@ -55,6 +55,7 @@ pub struct RawSource {
     pub repo: S<String>,
     #[serde(rename = "ref")]
     pub reference: Option<S<String>>,
+    pub repo_tree: Option<S<String>>,
 }
 
 /// The `[ssh]` keys, which a host may also set for itself.

@@ -1,0 +1,407 @@
+//! The layout on every host and the shell commands that change it: fetch and export a release,
+//! link shared paths, switch `current` atomically, record history, prune, read the state back.
+//!
+//! ```text
+//! {deploy_to}/
+//!   repo/                      bare mirror of the git repo, fetched incrementally
+//!   releases/20261124T154100Z/ one directory per release, with a REVISION file
+//!   shared/                    shared_dirs and shared_files, linked into each release
+//!   current -> releases/...    switched by rename(2), never unlinked first
+//!   .deployr/prepared          the release prepare finished (release, commit, ref, time)
+//!   .deployr/history           one line per activation or rollback
+//! ```
+
+use std::collections::BTreeSet;
+
+use crate::deployfile::App;
+use crate::inventory::Host;
+use crate::plan::{QuoteError, quote};
+
+/// `20261124T154100Z`: sorts by time, and is what every release directory is named.
+pub fn new_id(now: chrono::DateTime<chrono::Utc>) -> String {
+    now.format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("`{0}` is not a release id; ids look like 20261124T154100Z (see `deployr releases`)")]
+pub struct InvalidId(pub String);
+
+/// Release ids from the command line are substituted into commands, so only the exact shape is
+/// accepted.
+pub fn validate_id(id: &str) -> Result<(), InvalidId> {
+    let bytes = id.as_bytes();
+    let shape = bytes.len() == 16
+        && bytes[8] == b'T'
+        && bytes[15] == b'Z'
+        && bytes[..8].iter().chain(&bytes[9..15]).all(u8::is_ascii_digit);
+    if shape {
+        Ok(())
+    } else {
+        Err(InvalidId(id.to_string()))
+    }
+}
+
+pub fn release_path(host: &Host, id: &str) -> String {
+    format!("{}/releases/{id}", host.deploy_to)
+}
+
+/// What `prepare` records on a host once everything there succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Prepared {
+    pub release: String,
+    pub commit: String,
+    pub reference: String,
+    pub time: String,
+}
+
+/// One line of `.deployr/history`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub time: String,
+    pub action: String,
+    pub release: String,
+    pub previous: Option<String>,
+}
+
+/// A host's release state, read in one command before anything changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostState {
+    pub current: Option<String>,
+    /// `current` exists but is a real directory: an error that names the fix.
+    pub current_is_directory: bool,
+    pub prepared: Option<Prepared>,
+    /// Release ids on disk with their commits, oldest first.
+    pub releases: Vec<(String, String)>,
+    pub history: Vec<HistoryEntry>,
+    pub lock: Option<String>,
+}
+
+impl HostState {
+    pub fn commit_of(&self, release: &str) -> Option<&str> {
+        self.releases
+            .iter()
+            .find(|(id, _)| id == release)
+            .map(|(_, commit)| commit.as_str())
+    }
+
+    pub fn has_release(&self, release: &str) -> bool {
+        self.releases.iter().any(|(id, _)| id == release)
+    }
+
+    /// The release that was live before the current one was last activated: where a rollback
+    /// goes.
+    pub fn previous(&self) -> Option<&str> {
+        let current = self.current.as_deref()?;
+        self.history
+            .iter()
+            .rev()
+            .find(|entry| entry.action == "activate" && entry.release == current)
+            .and_then(|entry| entry.previous.as_deref())
+    }
+
+    /// Release directories that pruning removes once `current` is live (with `previous` before
+    /// it): activated releases beyond the newest `keep`, and releases older than current that
+    /// were never activated (a failed prepare). Never current, previous, or a prepared release.
+    pub fn prunable(&self, current: &str, previous: Option<&str>, keep: usize) -> Vec<String> {
+        let mut activated: Vec<&str> = vec![current];
+        for entry in self.history.iter().rev() {
+            if entry.action == "activate" && !activated.contains(&entry.release.as_str()) {
+                activated.push(&entry.release);
+            }
+        }
+        let mut kept: BTreeSet<&str> = activated.iter().take(keep).copied().collect();
+        kept.insert(current);
+        kept.extend(previous);
+        if let Some(prepared) = &self.prepared {
+            kept.insert(&prepared.release);
+        }
+        self.releases
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .filter(|id| !kept.contains(id))
+            .filter(|id| activated.contains(id) || *id < current)
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Reads the whole state in one round trip, as `key=value` lines for [`parse_state`].
+pub fn state_script(host: &Host) -> Result<String, QuoteError> {
+    let deploy_to = quote(&host.deploy_to, "deploy_to")?;
+    Ok(format!(
+        r#"cd {deploy_to} 2>/dev/null || exit 0
+if [ -L current ]; then echo "current=$(readlink current)"; elif [ -e current ]; then echo "current_directory=yes"; fi
+if [ -f .deployr/prepared ]; then sed 's/^/prepared_/' .deployr/prepared; fi
+for r in releases/*; do [ -d "$r" ] && [ ! -L "$r" ] && echo "release=${{r#releases/}} $(cat "$r/REVISION" 2>/dev/null)"; done
+if [ -f .deployr/history ]; then tail -n 500 .deployr/history | sed 's/^/history=/'; fi
+if [ -f .deployr/lock/owner ]; then sed 's/^/lock=/' .deployr/lock/owner; elif [ -d .deployr/lock ]; then echo "lock=unknown holder"; fi
+true"#
+    ))
+}
+
+pub fn parse_state(lines: &[String]) -> HostState {
+    let mut state = HostState::default();
+    let mut prepared = Prepared::default();
+    for line in lines {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        match key {
+            "current" => {
+                state.current = value.rsplit('/').next().map(str::to_string);
+            }
+            "current_directory" => state.current_is_directory = true,
+            "prepared_release" => prepared.release = value.to_string(),
+            "prepared_commit" => prepared.commit = value.to_string(),
+            "prepared_ref" => prepared.reference = value.to_string(),
+            "prepared_time" => prepared.time = value.to_string(),
+            "release" => {
+                let (id, commit) = value.split_once(' ').unwrap_or((value, ""));
+                if validate_id(id).is_ok() {
+                    state.releases.push((id.to_string(), commit.trim().to_string()));
+                }
+            }
+            "history" => {
+                if let Some(entry) = parse_history(value) {
+                    state.history.push(entry);
+                }
+            }
+            "lock" => {
+                let holder = state.lock.get_or_insert_with(String::new);
+                if !holder.is_empty() {
+                    holder.push_str(", ");
+                }
+                holder.push_str(value);
+            }
+            _ => {}
+        }
+    }
+    if validate_id(&prepared.release).is_ok() {
+        state.prepared = Some(prepared);
+    }
+    state.releases.sort();
+    state
+}
+
+fn parse_history(line: &str) -> Option<HistoryEntry> {
+    let mut fields = line.split_whitespace();
+    let time = fields.next()?.to_string();
+    let action = fields.next()?.to_string();
+    let release = fields.next()?.to_string();
+    let previous = fields
+        .find_map(|f| f.strip_prefix("previous="))
+        .filter(|p| validate_id(p).is_ok())
+        .map(str::to_string);
+    Some(HistoryEntry {
+        time,
+        action,
+        release,
+        previous,
+    })
+}
+
+/// Fetches the repo into `repo/` (cloning it the first time) and prints the commit that `REF`
+/// names. Run on one host first, so every host then gets that one commit.
+pub fn fetch_script(
+    host: &Host,
+    repo: &str,
+    reference: &str,
+    resolve: bool,
+) -> Result<String, QuoteError> {
+    let deploy_to = quote(&host.deploy_to, "deploy_to")?;
+    let repo = quote(repo, "the repo")?;
+    let commit_of = quote(&format!("{reference}^{{commit}}"), "the ref")?;
+    let reference = quote(reference, "the ref")?;
+    let resolve = if resolve {
+        format!(
+            "\ngit -C repo rev-parse --verify --quiet {commit_of} || {{ echo \"ref \"{reference}\" is not in \"{repo} >&2; exit 1; }}"
+        )
+    } else {
+        String::new()
+    };
+    Ok(format!(
+        r#"mkdir -p {deploy_to}/releases {deploy_to}/shared {deploy_to}/.deployr && cd {deploy_to} || exit 1
+if [ -d repo ]; then
+  git -C repo remote set-url origin {repo} && git -C repo fetch --quiet --prune --force origin '+refs/heads/*:refs/heads/*' '+refs/tags/*:refs/tags/*' || exit 1
+else
+  git clone --quiet --mirror {repo} repo || exit 1
+fi{resolve}"#
+    ))
+}
+
+/// Exports one commit into a new release directory and links the shared paths into it.
+pub fn export_script(
+    host: &Host,
+    app: &App,
+    repo_tree: Option<&str>,
+    release: &str,
+    commit: &str,
+) -> Result<String, QuoteError> {
+    let deploy_to = quote(&host.deploy_to, "deploy_to")?;
+    let tree = match repo_tree {
+        Some(dir) => quote(&format!("{commit}:{dir}"), "repo_tree")?,
+        None => quote(commit, "the commit")?,
+    };
+    let mut script = format!(
+        r#"cd {deploy_to} || exit 1
+git -C repo cat-file -e {commit}^{{commit}} 2>/dev/null || git -C repo fetch --quiet origin {commit} || exit 1
+rm -rf releases/{release} && mkdir -p releases/{release} || exit 1
+git -C repo archive --format=tar {tree} | tar -x -C releases/{release} || exit 1
+echo {commit} > releases/{release}/REVISION || exit 1
+"#
+    );
+    for dir in &app.shared_dirs {
+        let shared = quote(&format!("shared/{dir}"), "a shared dir")?;
+        let linked = quote(&format!("releases/{release}/{dir}"), "a shared dir")?;
+        let target = quote(&format!("{}/shared/{dir}", host.deploy_to), "a shared dir")?;
+        script.push_str(&format!(
+            "mkdir -p {shared} && rm -rf {linked} && mkdir -p \"$(dirname {linked})\" && ln -s {target} {linked} || exit 1\n"
+        ));
+    }
+    for file in &app.shared_files {
+        let shared = quote(&format!("shared/{file}"), "a shared file")?;
+        let linked = quote(&format!("releases/{release}/{file}"), "a shared file")?;
+        let target = quote(&format!("{}/shared/{file}", host.deploy_to), "a shared file")?;
+        script.push_str(&format!(
+            "[ -e {shared} ] || {{ echo \"shared file \"{shared}\" does not exist on this host; create it once in {}/shared\" >&2; exit 1; }}\n\
+             rm -rf {linked} && mkdir -p \"$(dirname {linked})\" && ln -s {target} {linked} || exit 1\n",
+            host.deploy_to
+        ));
+    }
+    Ok(script)
+}
+
+/// Marks the release as prepared on this host; written last, only when every step succeeded.
+pub fn mark_prepared_script(host: &Host, prepared: &Prepared) -> Result<String, QuoteError> {
+    let deploy_to = quote(&host.deploy_to, "deploy_to")?;
+    let body = format!(
+        "release={}\ncommit={}\nref={}\ntime={}\n",
+        prepared.release, prepared.commit, prepared.reference, prepared.time
+    );
+    Ok(format!(
+        "cd {deploy_to} && printf '%s' {} > .deployr/prepared.tmp && mv .deployr/prepared.tmp .deployr/prepared",
+        quote(&body, "the prepared marker")?
+    ))
+}
+
+/// The atomic switch: a symlink under a temporary name, renamed over `current` (rename(2) never
+/// leaves a moment without `current`), then checked with `readlink`. Where `mv -T` is missing,
+/// the temporary link is named `current` inside `releases/` and moved into the parent, which
+/// renames it over `current` just the same (Capistrano's recipe).
+pub fn switch_script(host: &Host, release: Option<&str>) -> Result<String, QuoteError> {
+    let deploy_to = quote(&host.deploy_to, "deploy_to")?;
+    let Some(release) = release else {
+        // Undoing a first activation: there was no `current` before.
+        return Ok(format!("cd {deploy_to} && rm -f current"));
+    };
+    let target = quote(&release_path(host, release), "the release path")?;
+    Ok(format!(
+        r#"cd {deploy_to} || exit 1
+[ -d releases/{release} ] || {{ echo "release {release} is not on this host" >&2; exit 1; }}
+if [ -e current ] && [ ! -L current ]; then echo "{deploy_to}/current is a real directory, not a symlink; move it away (e.g. mv current current.old) and activate again" >&2; exit 1; fi
+ln -sfn {target} releases/current || exit 1
+mv -T releases/current current 2>/dev/null || mv releases/current . || exit 1
+[ "$(readlink current)" = {target} ] || {{ echo "current does not point to {release} after the switch" >&2; exit 1; }}"#
+    ))
+}
+
+/// After a good activation or rollback: record it, clear the prepared marker if it was this
+/// release, and remove the releases that pruning selected.
+pub fn finish_script(
+    host: &Host,
+    entry: &HistoryEntry,
+    by: &str,
+    prune: &[String],
+) -> Result<String, QuoteError> {
+    let deploy_to = quote(&host.deploy_to, "deploy_to")?;
+    let line = format!(
+        "{} {} {} previous={} by={}",
+        entry.time,
+        entry.action,
+        entry.release,
+        entry.previous.as_deref().unwrap_or("-"),
+        by
+    );
+    let mut script = format!(
+        "cd {deploy_to} || exit 1\nmkdir -p .deployr && echo {} >> .deployr/history || exit 1\n\
+         if grep -qx 'release={}' .deployr/prepared 2>/dev/null; then rm -f .deployr/prepared; fi\n",
+        quote(&line, "the history line")?,
+        entry.release
+    );
+    if !prune.is_empty() {
+        let dirs: Vec<String> = prune.iter().map(|id| format!("releases/{id}")).collect();
+        script.push_str(&format!("rm -rf {}\n", dirs.join(" ")));
+    }
+    Ok(script)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn release_ids_are_validated_exactly() {
+        assert_eq!(validate_id("20261124T154100Z"), Ok(()));
+        for bad in ["20261124T154100", "2026112xT154100Z", "../../etc", "", "20261124T154100Z;x"] {
+            assert!(validate_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_state_lines() {
+        let state = parse_state(&lines(
+            "current=/srv/a/releases/20260101T000002Z\n\
+             prepared_release=20260101T000003Z\nprepared_commit=abc\nprepared_ref=main\nprepared_time=t\n\
+             release=20260101T000002Z def\nrelease=20260101T000001Z 123\nrelease=junk x\n\
+             history=t1 activate 20260101T000001Z previous=- by=me\n\
+             history=t2 activate 20260101T000002Z previous=20260101T000001Z by=me\n",
+        ));
+        assert_eq!(state.current.as_deref(), Some("20260101T000002Z"));
+        assert_eq!(state.prepared.as_ref().unwrap().commit, "abc");
+        assert_eq!(
+            state.releases,
+            [
+                ("20260101T000001Z".to_string(), "123".to_string()),
+                ("20260101T000002Z".to_string(), "def".to_string())
+            ]
+        );
+        assert_eq!(state.previous(), Some("20260101T000001Z"));
+    }
+
+    #[test]
+    fn prune_keeps_current_previous_prepared_and_the_newest_activated() {
+        let ids = [
+            "20260101T000001Z",
+            "20260101T000002Z",
+            "20260101T000003Z",
+            "20260101T000004Z",
+            "20260101T000005Z",
+        ];
+        let mut state = HostState {
+            releases: ids.iter().map(|i| (i.to_string(), String::new())).collect(),
+            ..HostState::default()
+        };
+        // 1, 3, 4 were activated in that order; 2 was a failed prepare; 5 is prepared.
+        let mut previous = None;
+        for id in [ids[0], ids[2], ids[3]] {
+            state.history.push(HistoryEntry {
+                time: "t".into(),
+                action: "activate".into(),
+                release: id.into(),
+                previous: previous.clone(),
+            });
+            previous = Some(id.to_string());
+        }
+        state.prepared = Some(Prepared {
+            release: ids[4].into(),
+            ..Prepared::default()
+        });
+        // Activating 4 again after a rollback to 3: keep 4 (current) and 3 (previous).
+        assert_eq!(state.prunable(ids[3], Some(ids[2]), 1), [ids[0], ids[1]]);
+        assert_eq!(state.prunable(ids[3], Some(ids[2]), 3), [ids[1]]);
+    }
+}
