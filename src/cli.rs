@@ -68,7 +68,9 @@ pub enum Command {
     },
     /// Run the [[activate]] steps (migrate once), switch every host to the prepared release at
     /// once, run the after-switch steps and the health check.
-    #[command(after_help = "Examples:\n  deployr activate\n  deployr activate --hosts web1   # canary, then `deployr activate`")]
+    #[command(
+        after_help = "Examples:\n  deployr activate\n  deployr activate --hosts web1   # canary, then `deployr activate`"
+    )]
     Activate {
         /// Activate this release (present on every host) instead of the prepared one.
         #[arg(long, value_name = "ID")]
@@ -83,7 +85,9 @@ pub enum Command {
     },
     /// Switch every host back to the previous (or the given) release and run the after-switch
     /// steps.
-    #[command(after_help = "Examples:\n  deployr rollback\n  deployr rollback --to 20261124T154100Z")]
+    #[command(
+        after_help = "Examples:\n  deployr rollback\n  deployr rollback --to 20261124T154100Z"
+    )]
     Rollback {
         /// The release to go back to (default: the one before the current release).
         #[arg(long, value_name = "ID")]

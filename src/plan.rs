@@ -74,13 +74,26 @@ pub fn script(
         WorkDir::Path(path) => format!("cd {} || exit 1", quote(path, "the directory")?),
     };
     let mut exports = Vec::new();
-    for var in env {
-        exports.push(format!("{}={}", var.name, quote(&var.value, &var.name)?));
-    }
     for (name, value) in values.exports() {
         exports.push(format!("{name}={}", quote(value, &name)?));
     }
-    Ok(format!("{cd}\nexport {}\n{command}", exports.join(" ")))
+    Ok(format!(
+        "{cd}\n{}export {}\n{command}",
+        env_exports(env)?,
+        exports.join(" ")
+    ))
+}
+
+/// `export NAME=value ...` for `[env]` and a newline, or nothing when `[env]` is empty.
+fn env_exports(env: &[EnvVar]) -> Result<String, QuoteError> {
+    if env.is_empty() {
+        return Ok(String::new());
+    }
+    let mut exports = Vec::new();
+    for var in env {
+        exports.push(format!("{}={}", var.name, quote(&var.value, &var.name)?));
+    }
+    Ok(format!("export {}\n", exports.join(" ")))
 }
 
 /// The hosts a step runs on: those with its roles, or only the first of them for `once`.
@@ -168,12 +181,24 @@ fn release_step(
     let mut runs = Vec::new();
     for index in hosts_for(step.roles.as_deref(), step.once, hosts) {
         let host = &hosts[index];
-        let values = release_values(deployfile, host, timestamp, info, previous[index].as_deref());
+        let values = release_values(
+            deployfile,
+            host,
+            timestamp,
+            info,
+            previous[index].as_deref(),
+        );
         let dir = release::release_path(host, &info.release);
         let command = step.command.render(&values);
         runs.push(PlannedRun {
             host: index,
-            script: script(WorkDir::Path(&dir), host, &deployfile.env, &values, &command)?,
+            script: script(
+                WorkDir::Path(&dir),
+                host,
+                &deployfile.env,
+                &values,
+                &command,
+            )?,
         });
     }
     Ok(PlannedStep {
@@ -226,26 +251,39 @@ pub fn prepare(
     info: &ReleaseInfo,
     previous: &[Option<String>],
 ) -> Result<Vec<PlannedStep>, QuoteError> {
+    // git runs with `[env]` too: a proxy or GIT_SSH_COMMAND may be needed to reach the repo.
+    let env = env_exports(&deployfile.env)?;
     let mut steps = vec![own_step("resolve", hosts, [0], true, |_, host| {
-        release::fetch_script(host, &source.repo, &info.reference, true)
+        let fetch = release::fetch_script(host, &source.repo, &info.reference, true)?;
+        Ok(format!("{env}{fetch}"))
     })?];
-    steps.push(own_step("code", hosts, 0..hosts.len(), false, |index, host| {
-        let export = release::export_script(
-            host,
-            &deployfile.app,
-            source.repo_tree.as_deref(),
-            &info.release,
-            &info.commit,
-        )?;
-        if index == 0 {
-            return Ok(export);
-        }
-        let fetch = release::fetch_script(host, &source.repo, &info.reference, false)?;
-        Ok(format!("{fetch}
-{export}"))
-    })?);
+    steps.push(own_step(
+        "code",
+        hosts,
+        0..hosts.len(),
+        false,
+        |index, host| {
+            let export = release::export_script(
+                host,
+                &deployfile.app,
+                source.repo_tree.as_deref(),
+                &info.release,
+                &info.commit,
+            )?;
+            if index == 0 {
+                return Ok(export);
+            }
+            let fetch = release::fetch_script(host, &source.repo, &info.reference, false)?;
+            Ok(format!(
+                "{fetch}
+{export}"
+            ))
+        },
+    )?);
     for step in &deployfile.prepare {
-        steps.push(release_step(deployfile, hosts, step, timestamp, info, previous)?);
+        steps.push(release_step(
+            deployfile, hosts, step, timestamp, info, previous,
+        )?);
     }
     let prepared = release::Prepared {
         release: info.release.clone(),
@@ -253,9 +291,13 @@ pub fn prepare(
         reference: info.reference.clone(),
         time: timestamp.to_string(),
     };
-    steps.push(own_step("prepared", hosts, 0..hosts.len(), false, |_, host| {
-        release::mark_prepared_script(host, &prepared)
-    })?);
+    steps.push(own_step(
+        "prepared",
+        hosts,
+        0..hosts.len(),
+        false,
+        |_, host| release::mark_prepared_script(host, &prepared),
+    )?);
     Ok(steps)
 }
 
@@ -299,7 +341,9 @@ pub fn activate_steps(
     let mut steps = Vec::new();
     for step in &deployfile.activate[range] {
         if let ActivateStep::Run(step) = step {
-            steps.push(release_step(deployfile, hosts, step, timestamp, info, previous)?);
+            steps.push(release_step(
+                deployfile, hosts, step, timestamp, info, previous,
+            )?);
         }
     }
     Ok(steps)
@@ -319,7 +363,13 @@ pub fn healthcheck(
     let mut runs = Vec::new();
     for index in hosts_for(check.roles.as_deref(), false, hosts) {
         let host = &hosts[index];
-        let values = release_values(deployfile, host, timestamp, info, previous[index].as_deref());
+        let values = release_values(
+            deployfile,
+            host,
+            timestamp,
+            info,
+            previous[index].as_deref(),
+        );
         let command = quote(&check.command.render(&values), "the health check")?;
         let looped = format!(
             r#"attempt=1
@@ -406,7 +456,7 @@ mod tests {
             secret: true,
         }];
         let script = script(WorkDir::Current, &host, &env, &values, "true").unwrap();
-        assert!(script.contains("cd '/srv/it'\"'\"'s/current'"), "{script}");
+        assert!(script.contains("cd \"/srv/it's/current\""), "{script}");
         assert!(script.contains("TOKEN='$(id)'"), "{script}");
         assert!(
             script.contains("DEPLOYR_REF='x; touch /tmp/pwned'"),

@@ -17,9 +17,33 @@ use crate::deployfile::App;
 use crate::inventory::Host;
 use crate::plan::{QuoteError, quote};
 
+const ID_FORMAT: &str = "%Y%m%dT%H%M%SZ";
+
 /// `20261124T154100Z`: sorts by time, and is what every release directory is named.
 pub fn new_id(now: chrono::DateTime<chrono::Utc>) -> String {
-    now.format("%Y%m%dT%H%M%SZ").to_string()
+    now.format(ID_FORMAT).to_string()
+}
+
+/// The id for a new release: now, or one second after the newest release on any host, so that a
+/// second prepare within the same second never reuses (and overwrites) a release directory and
+/// ids keep sorting in the order releases were made.
+pub fn next_id<'a>(
+    now: chrono::DateTime<chrono::Utc>,
+    existing: impl IntoIterator<Item = &'a str>,
+) -> String {
+    let candidate = new_id(now);
+    match existing.into_iter().max() {
+        Some(newest) if newest >= candidate.as_str() => {
+            chrono::NaiveDateTime::parse_from_str(newest, ID_FORMAT)
+                .map(|time| {
+                    (time + chrono::Duration::seconds(1))
+                        .format(ID_FORMAT)
+                        .to_string()
+                })
+                .unwrap_or(candidate)
+        }
+        _ => candidate,
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -33,7 +57,10 @@ pub fn validate_id(id: &str) -> Result<(), InvalidId> {
     let shape = bytes.len() == 16
         && bytes[8] == b'T'
         && bytes[15] == b'Z'
-        && bytes[..8].iter().chain(&bytes[9..15]).all(u8::is_ascii_digit);
+        && bytes[..8]
+            .iter()
+            .chain(&bytes[9..15])
+            .all(u8::is_ascii_digit);
     if shape {
         Ok(())
     } else {
@@ -100,12 +127,13 @@ impl HostState {
     }
 
     /// Release directories that pruning removes once `current` is live (with `previous` before
-    /// it): activated releases beyond the newest `keep`, and releases older than current that
+    /// it): releases that were live, beyond the `keep` most recently live, and releases older than current that
     /// were never activated (a failed prepare). Never current, previous, or a prepared release.
     pub fn prunable(&self, current: &str, previous: Option<&str>, keep: usize) -> Vec<String> {
+        // Most recently live first: a rollback makes its release live again.
         let mut activated: Vec<&str> = vec![current];
         for entry in self.history.iter().rev() {
-            if entry.action == "activate" && !activated.contains(&entry.release.as_str()) {
+            if !activated.contains(&entry.release.as_str()) {
                 activated.push(&entry.release);
             }
         }
@@ -158,7 +186,9 @@ pub fn parse_state(lines: &[String]) -> HostState {
             "release" => {
                 let (id, commit) = value.split_once(' ').unwrap_or((value, ""));
                 if validate_id(id).is_ok() {
-                    state.releases.push((id.to_string(), commit.trim().to_string()));
+                    state
+                        .releases
+                        .push((id.to_string(), commit.trim().to_string()));
                 }
             }
             "history" => {
@@ -261,7 +291,10 @@ echo {commit} > releases/{release}/REVISION || exit 1
     for file in &app.shared_files {
         let shared = quote(&format!("shared/{file}"), "a shared file")?;
         let linked = quote(&format!("releases/{release}/{file}"), "a shared file")?;
-        let target = quote(&format!("{}/shared/{file}", host.deploy_to), "a shared file")?;
+        let target = quote(
+            &format!("{}/shared/{file}", host.deploy_to),
+            "a shared file",
+        )?;
         script.push_str(&format!(
             "[ -e {shared} ] || {{ echo \"shared file \"{shared}\" does not exist on this host; create it once in {}/shared\" >&2; exit 1; }}\n\
              rm -rf {linked} && mkdir -p \"$(dirname {linked})\" && ln -s {target} {linked} || exit 1\n",
@@ -346,9 +379,25 @@ mod tests {
     #[test]
     fn release_ids_are_validated_exactly() {
         assert_eq!(validate_id("20261124T154100Z"), Ok(()));
-        for bad in ["20261124T154100", "2026112xT154100Z", "../../etc", "", "20261124T154100Z;x"] {
+        for bad in [
+            "20261124T154100",
+            "2026112xT154100Z",
+            "../../etc",
+            "",
+            "20261124T154100Z;x",
+        ] {
             assert!(validate_id(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn next_id_never_reuses_an_existing_release() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-24T15:41:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(next_id(now, ["20261124T154000Z"]), "20261124T154100Z");
+        assert_eq!(next_id(now, ["20261124T154100Z"]), "20261124T154101Z");
+        assert_eq!(next_id(now, ["20261124T154159Z"]), "20261124T154200Z");
     }
 
     #[test]

@@ -123,7 +123,11 @@ pub fn failures(
             outcome: result.outcome.clone(),
         })
         .collect();
-    if failed.is_empty() { Ok(()) } else { Err(failed) }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed)
+    }
 }
 
 /// Runs one step on all its hosts at once (within the limits); one result per run, in host
@@ -141,7 +145,11 @@ pub async fn execute_step(
         });
         return Vec::new();
     }
-    let limit = step.concurrency.unwrap_or(usize::MAX).min(concurrency).max(1);
+    let limit = step
+        .concurrency
+        .unwrap_or(usize::MAX)
+        .min(concurrency)
+        .max(1);
     let mut results: Vec<HostResult> = futures::stream::iter(&step.runs)
         .map(|run| async move {
             run_one(&hosts[run.host], step, run, &connections[run.host], events).await

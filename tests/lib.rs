@@ -3,4 +3,6 @@
 mod support;
 
 mod deployfile_errors;
+mod example;
+mod releases;
 mod run;

@@ -304,14 +304,8 @@ async fn switch_all(
     if let Err(failures) = run::failures(hosts, &switch_step, &results) {
         return Err(restore(context, session, states, &switched, info, failures).await);
     }
-    let mut after = plan::activate_steps(
-        deployfile,
-        hosts,
-        true,
-        &context.timestamp,
-        info,
-        &previous,
-    )?;
+    let mut after =
+        plan::activate_steps(deployfile, hosts, true, &context.timestamp, info, &previous)?;
     if action == "activate" {
         after.extend(plan::healthcheck(
             deployfile,

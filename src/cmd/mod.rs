@@ -42,8 +42,8 @@ pub struct Context {
     pub dry_run: bool,
     /// One UTC time for the whole invocation, as `{{timestamp}}`.
     pub timestamp: String,
-    /// The id a release prepared by this invocation gets.
-    pub release_id: String,
+    /// When this invocation started; new release ids derive from it.
+    pub now: chrono::DateTime<chrono::Utc>,
 }
 
 impl Context {
@@ -73,7 +73,7 @@ impl Context {
             },
             dry_run: args.dry_run,
             timestamp: release::new_id(now),
-            release_id: release::new_id(now),
+            now,
             hosts,
             deployfile,
         })

@@ -5,12 +5,13 @@ use crate::deployfile::Source;
 use crate::error::Error;
 use crate::plan::{self, Plan, ReleaseInfo};
 use crate::refname;
+use crate::release;
 
 pub async fn command(context: &Context, reference: Option<&str>) -> Result<(), Error> {
     if context.dry_run {
         let source = source(context)?;
         let info = ReleaseInfo {
-            release: context.release_id.clone(),
+            release: release::new_id(context.now),
             commit: "<commit of the ref>".into(),
             reference: reference_to_deploy(source, reference)?,
         };
@@ -55,17 +56,17 @@ pub async fn prepare(
     reference: Option<&str>,
 ) -> Result<String, Error> {
     let source = source(context)?;
+    let reference = reference_to_deploy(source, reference)?;
+    let states = session.states().await?;
+    let existing = states
+        .iter()
+        .flat_map(|s| s.releases.iter().map(|(id, _)| id.as_str()));
     let mut info = ReleaseInfo {
-        release: context.release_id.clone(),
+        release: release::next_id(context.now, existing),
         commit: String::new(),
-        reference: reference_to_deploy(source, reference)?,
+        reference,
     };
-    let previous: Vec<Option<String>> = session
-        .states()
-        .await?
-        .into_iter()
-        .map(|state| state.current)
-        .collect();
+    let previous: Vec<Option<String>> = states.into_iter().map(|state| state.current).collect();
     let build = |info: &ReleaseInfo| {
         plan::prepare(
             &context.deployfile,

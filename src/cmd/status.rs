@@ -39,7 +39,10 @@ pub async fn status(context: &Context) -> Result<(), Error> {
                     ],
                 });
             }
-            warn_drift(session, &states.iter().map(|s| s.current.clone()).collect::<Vec<_>>());
+            warn_drift(
+                session,
+                &states.iter().map(|s| s.current.clone()).collect::<Vec<_>>(),
+            );
             Ok(())
         })
         .await
@@ -68,14 +71,13 @@ pub async fn releases(context: &Context) -> Result<(), Error> {
                         marks.push("prepared");
                     }
                     let commit: String = commit.chars().take(12).collect();
-                    session.notice(format!(
-                        "{} {id} {commit} {}",
-                        host.name,
-                        marks.join(",")
-                    ));
+                    session.notice(format!("{} {id} {commit} {}", host.name, marks.join(",")));
                 }
             }
-            warn_drift(session, &states.iter().map(|s| s.current.clone()).collect::<Vec<_>>());
+            warn_drift(
+                session,
+                &states.iter().map(|s| s.current.clone()).collect::<Vec<_>>(),
+            );
             Ok(())
         })
         .await

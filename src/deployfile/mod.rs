@@ -208,7 +208,7 @@ impl Validator<'_> {
             let hc = hc.into_inner();
             Healthcheck {
                 command: self.template(&hc.run, Scope::Release, &hosts),
-                roles: self.roles(hc.roles.as_deref(), &hosts),
+                roles: self.roles(hc.roles.as_ref(), &hosts),
                 attempts: hc
                     .attempts
                     .map(|n| self.positive(&n, "attempts") as u32)
@@ -338,7 +338,10 @@ impl Validator<'_> {
         self.error(
             value.span(),
             format!("deploy_to must be an absolute path, not `{text}`"),
-            Some("only hosts with address = \"local\" may use a path relative to the deployfile".into()),
+            Some(
+                "only hosts with address = \"local\" may use a path relative to the deployfile"
+                    .into(),
+            ),
         );
         path.to_string()
     }
@@ -569,8 +572,16 @@ impl Validator<'_> {
         }
     }
 
-    fn roles(&mut self, roles: Option<&[S<String>]>, hosts: &[Host]) -> Option<Vec<String>> {
-        let roles = roles?;
+    fn roles(&mut self, roles: Option<&S<Vec<S<String>>>>, hosts: &[Host]) -> Option<Vec<String>> {
+        let spanned = roles?;
+        if spanned.get_ref().is_empty() {
+            self.error(
+                spanned.span(),
+                "`roles = []` selects no host",
+                Some("leave `roles` out to run on every host".into()),
+            );
+        }
+        let roles = spanned.get_ref();
         for role in roles {
             if !hosts.iter().any(|h| h.roles.contains(role.get_ref())) {
                 let known = hosts
@@ -593,8 +604,8 @@ impl Validator<'_> {
         hosts: &[Host],
         scope: Scope,
     ) -> Vec<Step> {
-        let steps: Vec<Step> = raw
-            .into_iter()
+        self.unique_names(&raw, section);
+        raw.into_iter()
             .enumerate()
             .filter_map(|(index, step)| {
                 if let Some(switch) = &step.get_ref().switch {
@@ -607,20 +618,28 @@ impl Validator<'_> {
                 }
                 Some(self.step(step, index, section, hosts, scope))
             })
-            .collect();
-        self.unique_names(&steps, section);
-        steps
+            .collect()
     }
 
-    fn unique_names(&mut self, steps: &[Step], section: &str) {
-        for (i, step) in steps.iter().enumerate() {
-            if steps[..i].iter().any(|earlier| earlier.name == step.name) {
-                let message = format!(
-                    "two [[{section}]] steps are named `{}`; names label the output, so they must differ",
-                    step.name
+    /// Step names label every output line and the summary, so two steps may not share one.
+    fn unique_names(&mut self, steps: &[S<RawStep>], section: &str) {
+        let names: Vec<&S<String>> = steps
+            .iter()
+            .filter_map(|s| s.get_ref().name.as_ref())
+            .collect();
+        for (i, name) in names.iter().enumerate() {
+            if names[..i]
+                .iter()
+                .any(|earlier| earlier.get_ref() == name.get_ref())
+            {
+                self.error(
+                    name.span(),
+                    format!(
+                        "two [[{section}]] steps are named `{}`; names label the output, so they must differ",
+                        name.get_ref()
+                    ),
+                    None,
                 );
-                self.diagnostics
-                    .push(Diagnostic::without_position(self.path, message));
             }
         }
     }
@@ -650,20 +669,7 @@ impl Validator<'_> {
                 Template::parse("").expect("empty template")
             }
         };
-        let roles = self.roles(raw.roles.as_deref(), hosts);
-        if raw.once {
-            let has_host = match &roles {
-                None => !hosts.is_empty(),
-                Some(roles) => hosts.iter().any(|h| h.has_any_role(roles)),
-            };
-            if !has_host {
-                self.error(
-                    span,
-                    format!("step `{name}` is `once` but no host has its roles"),
-                    None,
-                );
-            }
-        }
+        let roles = self.roles(raw.roles.as_ref(), hosts);
         Step {
             name,
             command,
@@ -678,6 +684,7 @@ impl Validator<'_> {
     }
 
     fn activate(&mut self, raw: Vec<S<RawStep>>, hosts: &[Host]) -> Vec<ActivateStep> {
+        self.unique_names(&raw, "activate");
         let mut steps = Vec::new();
         let mut switch_seen = false;
         for (index, step) in raw.into_iter().enumerate() {
@@ -717,14 +724,6 @@ impl Validator<'_> {
         if !switch_seen {
             steps.push(ActivateStep::Switch);
         }
-        let runs: Vec<Step> = steps
-            .iter()
-            .filter_map(|s| match s {
-                ActivateStep::Run(step) => Some(step.clone()),
-                ActivateStep::Switch => None,
-            })
-            .collect();
-        self.unique_names(&runs, "activate");
         steps
     }
 
@@ -795,17 +794,24 @@ impl Validator<'_> {
         template
     }
 
-    /// The span of byte `offset` inside a TOML string value, for pointing at a variable.
+    /// Where the `{{` at byte `offset` of a string's value stands in the file: the same
+    /// occurrence of `{{` in the raw text, so escapes and multi-line strings cannot shift it.
     fn inner_span(&self, value: &S<String>, offset: usize, len: usize) -> Range<usize> {
         let span = value.span();
         let raw = &self.text[span.clone()];
-        let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
-            3
-        } else {
-            1
-        };
-        let start = (span.start + quote + offset).min(span.end);
-        start..(start + len).min(span.end)
+        let nth = value.get_ref()[..offset.min(value.get_ref().len())]
+            .matches("{{")
+            .count();
+        match raw.match_indices("{{").nth(nth) {
+            Some((at, _)) => {
+                let start = span.start + at;
+                let end = raw[at..]
+                    .find("}}")
+                    .map_or(start + len, |close| start + close + 2);
+                start..end.min(span.end)
+            }
+            None => span,
+        }
     }
 }
 

@@ -131,7 +131,7 @@ pub struct RawStep {
     pub name: Option<S<String>>,
     pub run: Option<S<String>>,
     pub switch: Option<S<bool>>,
-    pub roles: Option<Vec<S<String>>>,
+    pub roles: Option<S<Vec<S<String>>>>,
     #[serde(default)]
     pub once: bool,
     pub timeout: Option<S<String>>,
@@ -142,7 +142,7 @@ pub struct RawStep {
 #[serde(deny_unknown_fields)]
 pub struct RawHealthcheck {
     pub run: S<String>,
-    pub roles: Option<Vec<S<String>>>,
+    pub roles: Option<S<Vec<S<String>>>>,
     pub attempts: Option<S<i64>>,
     pub interval: Option<S<String>>,
     pub timeout: Option<S<String>>,
@@ -153,7 +153,7 @@ pub struct RawHealthcheck {
 pub struct RawTask {
     pub description: Option<String>,
     pub run: S<String>,
-    pub roles: Option<Vec<S<String>>>,
+    pub roles: Option<S<Vec<S<String>>>>,
     #[serde(default)]
     pub once: bool,
     #[serde(default)]

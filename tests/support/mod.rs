@@ -244,8 +244,13 @@ impl Fleet {
 
     /// A complete deployfile: `[app]`, `[ssh]`, every host, then `body`.
     pub fn deployfile(&self, roles: &[&[&str]], body: &str) -> PathBuf {
+        self.deployfile_with_app("", roles, body)
+    }
+
+    /// The same, with more `[app]` keys (`keep_releases = 2`, say).
+    pub fn deployfile_with_app(&self, app: &str, roles: &[&[&str]], body: &str) -> PathBuf {
         let text = format!(
-            "[app]\nname = \"shop\"\ndeploy_to = \"/nonexistent\"\n\n{}{}\n{}",
+            "[app]\nname = \"shop\"\ndeploy_to = \"/nonexistent\"\n{app}\n\n{}{}\n{}",
             self.ssh_section(),
             self.hosts_section(roles),
             body
@@ -322,4 +327,51 @@ pub fn deployr_in(dir: &Path, args: &[&str]) -> Run {
         .output()
         .expect("run deployr")
         .into()
+}
+
+/// A git repository to deploy from, on this machine's filesystem (which the fake hosts share).
+pub struct SourceRepo {
+    pub path: PathBuf,
+}
+
+impl SourceRepo {
+    /// A repository on branch `main` with one commit whose VERSION is `1`.
+    pub fn create(parent: &Path) -> SourceRepo {
+        let repo = SourceRepo {
+            path: parent.join("source"),
+        };
+        std::fs::create_dir_all(&repo.path).unwrap();
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo.commit("1");
+        repo
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let output = Command::new("git")
+            .args([
+                "-c",
+                "user.name=deployr",
+                "-c",
+                "user.email=deployr@example.invalid",
+            ])
+            .arg("-C")
+            .arg(&self.path)
+            .args(args)
+            .output()
+            .expect("run git");
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    }
+
+    /// Commits VERSION = `version` on the current branch and returns the commit.
+    pub fn commit(&self, version: &str) -> String {
+        std::fs::write(self.path.join("VERSION"), format!("{version}\n")).unwrap();
+        self.git(&["add", "VERSION"]);
+        self.git(&["commit", "-q", "-m", &format!("version {version}")]);
+        self.git(&["rev-parse", "HEAD"])
+    }
 }
