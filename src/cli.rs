@@ -42,6 +42,9 @@ pub struct GlobalArgs {
     /// Hosts worked on at once (overrides [ssh] concurrency).
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: Option<u32>,
+    /// Wait this long for a deploy lock held by someone else (e.g. "5m") instead of failing.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub lock_wait: Option<std::time::Duration>,
     /// Show connection times too.
     #[arg(short, long, global = true, conflicts_with = "quiet")]
     pub verbose: bool,
@@ -99,6 +102,9 @@ pub enum Command {
     /// Every release on every host.
     #[command(after_help = "Example:\n  deployr releases --hosts web1")]
     Releases,
+    /// Remove a stale deploy lock (left by a killed deployr), saying whose it was.
+    #[command(after_help = "Example:\n  deployr unlock")]
+    Unlock,
     /// Connect, authenticate and verify host keys, check that deploy_to is writable and git is
     /// present, and run the [[check]] entries. Changes nothing.
     #[command(after_help = "Example:\n  deployr check --roles web")]

@@ -37,6 +37,13 @@ pub enum Error {
         failures: Vec<StepFailure>,
         restore_failures: Vec<StepFailure>,
     },
+    #[error("the deploy lock is held: {}; nothing was changed. Wait, pass --lock-wait 5m, or clear a stale lock with `deployr unlock`",
+        .holders.iter().map(|(host, holder)| format!("{host} by {holder}")).collect::<Vec<_>>().join(", "))]
+    Locked { holders: Vec<(String, String)> },
+    #[error(
+        "interrupted; the commands that were running were stopped and the deploy lock released"
+    )]
+    Interrupted,
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

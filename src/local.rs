@@ -6,11 +6,12 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-use crate::transport::{LineSplitter, Outcome, Stream};
+use crate::transport::{Cancel, LineSplitter, Outcome, Stream, interrupted};
 
 pub async fn exec(
     script: &str,
     timeout: Option<Duration>,
+    mut cancel: Cancel,
     on_line: &mut (dyn FnMut(Stream, String) + Send),
 ) -> Outcome {
     let mut child = match Command::new("sh")
@@ -50,6 +51,11 @@ pub async fn exec(
                 let _ = child.wait().await;
                 return Outcome::TimedOut(timeout.unwrap_or_default());
             }
+            _ = cancel.cancelled() => {
+                kill_group(pid);
+                let _ = child.wait().await;
+                return interrupted();
+            }
         }
     }
     stdout.finish(&mut |line| on_line(Stream::Stdout, line));
@@ -60,6 +66,11 @@ pub async fn exec(
             kill_group(pid);
             let _ = child.wait().await;
             return Outcome::TimedOut(timeout.unwrap_or_default());
+        }
+        _ = cancel.cancelled() => {
+            kill_group(pid);
+            let _ = child.wait().await;
+            return interrupted();
         }
     };
     match status {

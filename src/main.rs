@@ -16,7 +16,9 @@ fn exit_code(error: &Error) -> u8 {
         | Error::InvalidRef(_)
         | Error::InvalidRelease(_) => 2,
         Error::Connect(_) => 3,
+        Error::Locked { .. } => 4,
         Error::RolledBack { .. } => 5,
+        Error::Interrupted => 130,
     }
 }
 

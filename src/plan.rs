@@ -241,6 +241,25 @@ pub fn state(hosts: &[Host]) -> Result<PlannedStep, QuoteError> {
     })
 }
 
+/// Takes the deploy lock and reads the state, on every host, in one round trip.
+pub fn lock(hosts: &[Host], owner: &str) -> Result<PlannedStep, QuoteError> {
+    own_step("lock", hosts, 0..hosts.len(), true, |_, host| {
+        release::lock_script(host, owner)
+    })
+}
+
+pub fn unlock(hosts: &[Host], on: &[usize], token: &str) -> Result<PlannedStep, QuoteError> {
+    own_step("unlock", hosts, on.iter().copied(), false, |_, host| {
+        release::unlock_script(host, token)
+    })
+}
+
+pub fn force_unlock(hosts: &[Host], on: &[usize]) -> Result<PlannedStep, QuoteError> {
+    own_step("unlock", hosts, on.iter().copied(), false, |_, host| {
+        release::force_unlock_script(host)
+    })
+}
+
 /// `prepare`: resolve the ref on the first host, export that one commit everywhere, run the
 /// `[[prepare]]` steps in the new release, then mark it prepared.
 pub fn prepare(

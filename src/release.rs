@@ -100,7 +100,10 @@ pub struct HostState {
     /// Release ids on disk with their commits, oldest first.
     pub releases: Vec<(String, String)>,
     pub history: Vec<HistoryEntry>,
+    /// Who holds the deploy lock, as written in `.deployr/lock/owner`.
     pub lock: Option<String>,
+    /// This invocation took the lock in the same round trip.
+    pub lock_taken: bool,
 }
 
 impl HostState {
@@ -179,6 +182,7 @@ pub fn parse_state(lines: &[String]) -> HostState {
                 state.current = value.rsplit('/').next().map(str::to_string);
             }
             "current_directory" => state.current_is_directory = true,
+            "lock_taken" => state.lock_taken = true,
             "prepared_release" => prepared.release = value.to_string(),
             "prepared_commit" => prepared.commit = value.to_string(),
             "prepared_ref" => prepared.reference = value.to_string(),
@@ -228,6 +232,35 @@ fn parse_history(line: &str) -> Option<HistoryEntry> {
         release,
         previous,
     })
+}
+
+/// Takes the deploy lock and reads the state in one round trip. `mkdir` is atomic, so of two
+/// deployrs only one gets the lock; the owner line says who, where, which command and since when.
+pub fn lock_script(host: &Host, owner: &str) -> Result<String, QuoteError> {
+    let deploy_to = quote(&host.deploy_to, "deploy_to")?;
+    Ok(format!(
+        "mkdir -p {deploy_to}/.deployr 2>/dev/null
+         if mkdir {deploy_to}/.deployr/lock 2>/dev/null; then printf '%s\\n' {} > {deploy_to}/.deployr/lock/owner && echo lock_taken=yes; fi
+{}",
+        quote(owner, "the lock owner")?,
+        state_script(host)?
+    ))
+}
+
+/// Releases the lock only if it is still ours (`token` is in the owner line).
+pub fn unlock_script(host: &Host, token: &str) -> Result<String, QuoteError> {
+    let deploy_to = quote(&host.deploy_to, "deploy_to")?;
+    Ok(format!(
+        "cd {deploy_to} 2>/dev/null || exit 0
+         if grep -qF -- {} .deployr/lock/owner 2>/dev/null; then rm -rf .deployr/lock; fi",
+        quote(&format!("token={token}"), "the lock token")?
+    ))
+}
+
+/// `deployr unlock`: removes whatever lock is there.
+pub fn force_unlock_script(host: &Host) -> Result<String, QuoteError> {
+    let deploy_to = quote(&host.deploy_to, "deploy_to")?;
+    Ok(format!("rm -rf {deploy_to}/.deployr/lock"))
 }
 
 /// Fetches the repo into `repo/` (cloning it the first time) and prints the commit that `REF`

@@ -12,7 +12,7 @@ use crate::inventory::Host;
 use crate::plan::{Plan, PlannedRun, PlannedStep};
 use crate::report::{EventKind, Events};
 use crate::ssh::ConnectError;
-use crate::transport::{Connection, Outcome, Stream};
+use crate::transport::{Cancel, Connection, Outcome, Stream};
 
 #[derive(Debug)]
 pub struct ConnectFailure {
@@ -99,10 +99,12 @@ pub async fn execute(
     plan: &Plan,
     connections: &[Arc<Connection>],
     concurrency: usize,
+    cancel: &Cancel,
     events: &Events,
 ) -> Result<(), Vec<StepFailure>> {
     for step in &plan.steps {
-        let results = execute_step(&plan.hosts, step, connections, concurrency, events).await;
+        let results =
+            execute_step(&plan.hosts, step, connections, concurrency, cancel, events).await;
         failures(&plan.hosts, step, &results)?;
     }
     Ok(())
@@ -137,6 +139,7 @@ pub async fn execute_step(
     step: &PlannedStep,
     connections: &[Arc<Connection>],
     concurrency: usize,
+    cancel: &Cancel,
     events: &Events,
 ) -> Vec<HostResult> {
     if step.runs.is_empty() {
@@ -152,7 +155,16 @@ pub async fn execute_step(
         .max(1);
     let mut results: Vec<HostResult> = futures::stream::iter(&step.runs)
         .map(|run| async move {
-            run_one(&hosts[run.host], step, run, &connections[run.host], events).await
+            let connection = &connections[run.host];
+            run_one(
+                &hosts[run.host],
+                step,
+                run,
+                connection,
+                cancel.clone(),
+                events,
+            )
+            .await
         })
         .buffer_unordered(limit)
         .collect()
@@ -166,6 +178,7 @@ async fn run_one(
     step: &PlannedStep,
     run: &PlannedRun,
     connection: &Connection,
+    cancel: Cancel,
     events: &Events,
 ) -> HostResult {
     events.send(EventKind::StepStarted {
@@ -187,7 +200,7 @@ async fn run_one(
         })
     };
     let outcome = connection
-        .exec(&run.script, step.timeout, &mut on_line)
+        .exec(&run.script, step.timeout, cancel, &mut on_line)
         .await;
     let finished = Instant::now();
     events.send(EventKind::StepFinished {

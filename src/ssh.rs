@@ -15,7 +15,7 @@ use russh::{ChannelMsg, Disconnect};
 use tokio::sync::Semaphore;
 
 use crate::inventory::{HostKeyPolicy, SshSettings};
-use crate::transport::{LineSplitter, Outcome, Stream};
+use crate::transport::{Cancel, LineSplitter, Outcome, Stream, interrupted};
 
 /// OpenSSH's `MaxSessions` defaults to 10 channels per connection; stay below it.
 const CHANNELS_PER_CONNECTION: usize = 8;
@@ -326,6 +326,7 @@ impl Session {
         &self,
         script: &str,
         timeout: Option<Duration>,
+        mut cancel: Cancel,
         on_line: &mut (dyn FnMut(Stream, String) + Send),
     ) -> Outcome {
         let Ok(_permit) = self.channels.acquire().await else {
@@ -338,22 +339,26 @@ impl Session {
         if let Err(error) = channel.exec(true, script).await {
             return Outcome::Lost(format!("cannot start the command: {error}"));
         }
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let deadline =
+            tokio::time::Instant::now() + timeout.unwrap_or(Duration::from_secs(u32::MAX as u64));
         let mut stdout = LineSplitter::default();
         let mut stderr = LineSplitter::default();
         let mut exit = None;
         loop {
-            let message = match deadline {
-                Some(deadline) => match tokio::time::timeout_at(deadline, channel.wait()).await {
-                    Ok(message) => message,
-                    Err(_) => {
-                        let _ = channel.signal(russh::Sig::TERM).await;
-                        let _ = channel.close().await;
-                        exit = Some(Outcome::TimedOut(timeout.unwrap_or_default()));
-                        break;
-                    }
-                },
-                None => channel.wait().await,
+            let message = tokio::select! {
+                message = channel.wait() => message,
+                _ = tokio::time::sleep_until(deadline) => {
+                    let _ = channel.signal(russh::Sig::TERM).await;
+                    let _ = channel.close().await;
+                    exit = Some(Outcome::TimedOut(timeout.unwrap_or_default()));
+                    break;
+                }
+                _ = cancel.cancelled() => {
+                    let _ = channel.signal(russh::Sig::TERM).await;
+                    let _ = channel.close().await;
+                    exit = Some(interrupted());
+                    break;
+                }
             };
             match message {
                 Some(ChannelMsg::Data { data }) => {

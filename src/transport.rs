@@ -44,6 +44,40 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// Lets Ctrl-C stop running commands: a command that sees it stops its remote process and
+/// returns `Outcome::Lost("interrupted")`.
+#[derive(Clone)]
+pub struct Cancel(Option<tokio::sync::watch::Receiver<bool>>);
+
+impl Cancel {
+    pub fn new(receiver: tokio::sync::watch::Receiver<bool>) -> Cancel {
+        Cancel(Some(receiver))
+    }
+
+    /// For steps that must finish once started, such as switching hosts back.
+    pub fn never() -> Cancel {
+        Cancel(None)
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.as_ref().is_some_and(|receiver| *receiver.borrow())
+    }
+
+    /// Resolves when cancelled; never, for `Cancel::never()`.
+    pub async fn cancelled(&mut self) {
+        if let Some(receiver) = &mut self.0
+            && receiver.wait_for(|cancelled| *cancelled).await.is_ok()
+        {
+            return;
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+pub fn interrupted() -> Outcome {
+    Outcome::Lost("interrupted".into())
+}
+
 pub enum Connection {
     Local,
     Ssh(ssh::Session),
@@ -63,11 +97,15 @@ impl Connection {
         &self,
         script: &str,
         timeout: Option<Duration>,
+        cancel: Cancel,
         on_line: &mut (dyn FnMut(Stream, String) + Send),
     ) -> Outcome {
+        if cancel.is_cancelled() {
+            return interrupted();
+        }
         match self {
-            Connection::Local => local::exec(script, timeout, on_line).await,
-            Connection::Ssh(session) => session.exec(script, timeout, on_line).await,
+            Connection::Local => local::exec(script, timeout, cancel, on_line).await,
+            Connection::Ssh(session) => session.exec(script, timeout, cancel, on_line).await,
         }
     }
 

@@ -4,5 +4,6 @@ mod support;
 
 mod deployfile_errors;
 mod example;
+mod faults;
 mod releases;
 mod run;

@@ -1,96 +1,10 @@
 //! Two-step releases against real sshd hosts: prepare, activate, deploy, rollback, prune,
 //! hotfixes and canaries.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::support::{Fleet, Run, SourceRepo};
-
-struct Deploy {
-    fleet: Fleet,
-    repo: SourceRepo,
-    file: PathBuf,
-}
-
-/// Three hosts (web1 has `db`), a source repo, and a deployfile with a prepare step, a `once`
-/// migrate, the switch and a reload.
-fn setup(app: &str, extra: &str) -> Deploy {
-    let fleet = Fleet::start(3);
-    let repo = SourceRepo::create(fleet.dir.path());
-    let body = format!(
-        "[source]\nrepo = \"{}\"\nref = \"main\"\n\n\
-         [[prepare]]\nname = \"build\"\nrun = \"cat VERSION > built\"\n\n\
-         [[activate]]\nname = \"migrate\"\nrun = \"echo {{{{release}}}} >> {{{{shared_path}}}}/migrations\"\nroles = [\"db\"]\nonce = true\n\n\
-         [[activate]]\nswitch = true\n\n\
-         [[activate]]\nname = \"reload\"\nrun = \"echo {{{{release}}}} >> {{{{shared_path}}}}/reloads\"\n\n{extra}",
-        repo.path.display()
-    );
-    let file = fleet.deployfile_with_app(app, &[&["web", "db"], &["web"], &["web"]], &body);
-    Deploy { fleet, repo, file }
-}
-
-impl Deploy {
-    fn deployr(&self, args: &[&str]) -> Run {
-        let mut all = vec!["-f", self.file.to_str().unwrap()];
-        all.extend_from_slice(args);
-        self.fleet.deployr(&all)
-    }
-
-    /// Each host's `current` release id ("" when there is none).
-    fn currents(&self) -> Vec<String> {
-        self.fleet
-            .hosts
-            .iter()
-            .map(|h| {
-                std::fs::read_link(h.deploy_to.join("current"))
-                    .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            })
-            .collect()
-    }
-
-    fn served_versions(&self) -> Vec<String> {
-        self.fleet
-            .hosts
-            .iter()
-            .map(|h| h.read("current/VERSION").trim().to_string())
-            .collect()
-    }
-
-    fn releases(&self, host: usize) -> Vec<String> {
-        let mut ids: Vec<String> =
-            std::fs::read_dir(self.fleet.hosts[host].deploy_to.join("releases"))
-                .map(|dir| {
-                    dir.filter_map(|e| e.ok())
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
-        ids.sort();
-        ids
-    }
-
-    fn prepared(&self, host: usize) -> String {
-        self.fleet.hosts[host].read(".deployr/prepared")
-    }
-
-    fn migrations(&self) -> usize {
-        self.fleet
-            .hosts
-            .iter()
-            .map(|h| h.read("shared/migrations").lines().count())
-            .sum()
-    }
-}
-
-fn release_of(prepared: &str) -> String {
-    prepared
-        .lines()
-        .find_map(|l| l.strip_prefix("release="))
-        .unwrap_or_default()
-        .to_string()
-}
+use crate::support::{release_of, setup};
 
 #[test]
 fn prepare_builds_the_release_everywhere_and_leaves_current_alone() {

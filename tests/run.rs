@@ -278,15 +278,18 @@ fn shell_syntax_in_outside_values_is_never_executed() {
     assert!(!pwned.exists());
 }
 
-/// Strips the time and host columns so runs on different transports compare line by line.
+/// Strips the time and host columns so runs on different transports compare line by line;
+/// sorted, since lines from stdout and stderr travel separately and may interleave either way.
 fn normalized(stdout: &str, host: &str) -> Vec<String> {
-    stdout
+    let mut lines: Vec<String> = stdout
         .lines()
         .filter_map(|line| line.split_once(' ').map(|(_, rest)| rest))
         .filter_map(|rest| rest.strip_prefix(&format!("{host} ")))
         .filter(|rest| !rest.contains(" - ok in ") && !rest.contains(" - FAILED"))
         .map(str::to_string)
-        .collect()
+        .collect();
+    lines.sort();
+    lines
 }
 
 #[test]

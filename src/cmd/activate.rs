@@ -24,7 +24,11 @@ pub async fn command(context: &Context, release: Option<&str>) -> Result<(), Err
         return print_switch_plan(context, &info, true);
     }
     context
-        .with_session(async |session| activate(context, session, release).await)
+        .with_session(async |session| {
+            let states = session.lock("activate").await?;
+            session.service_checks().await?;
+            activate(context, session, states, release).await
+        })
         .await
 }
 
@@ -41,7 +45,10 @@ pub async fn rollback_command(context: &Context, to: Option<&str>) -> Result<(),
         return print_switch_plan(context, &info, false);
     }
     context
-        .with_session(async |session| rollback(context, session, to).await)
+        .with_session(async |session| {
+            let states = session.lock("rollback").await?;
+            rollback(context, session, states, to).await
+        })
         .await
 }
 
@@ -160,9 +167,9 @@ fn refuse_directories(context: &Context, states: &[HostState]) -> Result<(), Err
 pub async fn activate(
     context: &Context,
     session: &Session<'_>,
+    states: Vec<HostState>,
     requested: Option<&str>,
 ) -> Result<(), Error> {
-    let states = session.states().await?;
     refuse_directories(context, &states)?;
     let target = choose_target(context, &states, requested)?;
     let source = states
@@ -201,9 +208,9 @@ pub async fn activate(
 pub async fn rollback(
     context: &Context,
     session: &Session<'_>,
+    states: Vec<HostState>,
     to: Option<&str>,
 ) -> Result<(), Error> {
-    let states = session.states().await?;
     refuse_directories(context, &states)?;
     let target = match to {
         Some(id) => choose_target(context, &states, Some(id))?,
@@ -294,7 +301,8 @@ async fn switch_all(
         })
         .collect();
     let switch_step = plan::switch(hosts, &switches)?;
-    let results = session.step(&switch_step).await;
+    context.set_busy(&format!("switching every host to {}", info.release));
+    let results = session.step_to_the_end(&switch_step).await;
     let switched: Vec<usize> = results
         .iter()
         .filter(|r| r.outcome.success())
@@ -317,7 +325,15 @@ async fn switch_all(
     }
     for step in &after {
         let results = session.step(step).await;
-        if let Err(failures) = run::failures(hosts, step, &results) {
+        let mut failed = run::failures(hosts, step, &results).err();
+        if failed.is_none() && context.cancel.is_cancelled() {
+            failed = Some(vec![StepFailure {
+                host: "every host".into(),
+                step: step.name.clone(),
+                outcome: crate::transport::interrupted(),
+            }]);
+        }
+        if let Some(failures) = failed {
             return Err(restore(context, session, states, &switched, info, failures).await);
         }
     }
@@ -338,9 +354,9 @@ async fn switch_all(
             Vec::new()
         }
     };
-    session
-        .run(&plan::finish(hosts, &pending, &entry, &prune, &by)?)
-        .await?;
+    let finish = plan::finish(hosts, &pending, &entry, &prune, &by)?;
+    let results = session.step_to_the_end(&finish).await;
+    run::failures(hosts, &finish, &results).map_err(Error::StepFailed)?;
     session.events.send(EventKind::Activated {
         release: info.release.clone(),
         hosts: pending.len(),
@@ -369,6 +385,7 @@ async fn restore(
     failures: Vec<StepFailure>,
 ) -> Error {
     let hosts = &context.hosts;
+    context.set_busy("switching every switched host back to the release it served before");
     let mut restore_failures = Vec::new();
     let switches: Vec<Switch> = switched
         .iter()
@@ -379,7 +396,7 @@ async fn restore(
         .collect();
     match plan::switch(hosts, &switches) {
         Ok(step) => {
-            let results = session.step(&step).await;
+            let results = session.step_to_the_end(&step).await;
             if let Err(more) = run::failures(hosts, &step, &results) {
                 restore_failures.extend(more);
             }
@@ -422,7 +439,7 @@ async fn restore(
         };
         for mut step in steps {
             step.runs.retain(|run| group.contains(&run.host));
-            let results = session.step(&step).await;
+            let results = session.step_to_the_end(&step).await;
             if let Err(more) = run::failures(hosts, &step, &results) {
                 restore_failures.extend(more);
             }
@@ -434,7 +451,7 @@ async fn restore(
             previous: Some(failed.release.clone()),
         };
         if let Ok(step) = plan::finish(hosts, group, &entry, &|_| Vec::new(), &operator()) {
-            let results = session.step(&step).await;
+            let results = session.step_to_the_end(&step).await;
             if let Err(more) = run::failures(hosts, &step, &results) {
                 restore_failures.extend(more);
             }

@@ -9,7 +9,7 @@ use crate::inventory::Host;
 use crate::plan::{self, Plan, PlannedRun, PlannedStep, quote};
 use crate::report::{EventKind, Events};
 use crate::run;
-use crate::transport::{Connection, Stream};
+use crate::transport::{Cancel, Connection, Stream};
 
 pub async fn run(context: &Context) -> Result<(), Error> {
     let probes = probe_plan(context)?;
@@ -43,7 +43,7 @@ async fn probe_and_check(
     for ((host, result), run) in context.hosts.iter().zip(results).zip(&probes.steps[0].runs) {
         match result {
             Ok(connection) => {
-                let facts = probe(host, &connection, &run.script).await;
+                let facts = probe(host, &connection, &run.script, context.cancel.clone()).await;
                 if facts.iter().any(|(_, value)| is_problem(value)) {
                     unusable.push(host.name.clone());
                 }
@@ -71,7 +71,14 @@ async fn probe_and_check(
         run::disconnect(&connections).await;
         return Err(Error::Connect(unreachable));
     }
-    let result = run::execute(checks, &connections, context.concurrency, events).await;
+    let result = run::execute(
+        checks,
+        &connections,
+        context.concurrency,
+        &context.cancel,
+        events,
+    )
+    .await;
     run::disconnect(&connections).await;
     result.map_err(Error::StepFailed)?;
     if unusable.is_empty() {
@@ -141,10 +148,15 @@ if command -v git >/dev/null 2>&1; then echo "git=$(git --version)"; else echo "
     })
 }
 
-async fn probe(host: &Host, connection: &Arc<Connection>, script: &str) -> Vec<(String, String)> {
+async fn probe(
+    host: &Host,
+    connection: &Arc<Connection>,
+    script: &str,
+    cancel: Cancel,
+) -> Vec<(String, String)> {
     let mut lines = Vec::new();
     let outcome = connection
-        .exec(script, None, &mut |stream, line| {
+        .exec(script, None, cancel, &mut |stream, line| {
             if stream == Stream::Stdout {
                 lines.push(line)
             }

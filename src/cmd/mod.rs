@@ -7,7 +7,8 @@ mod prepare;
 mod status;
 mod task;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::deployfile::Deployfile;
@@ -17,7 +18,7 @@ use crate::plan::{self, Plan, PlannedStep};
 use crate::release::{self, HostState};
 use crate::report::{self, EventKind, Events, Masker, Reporter, Verbosity};
 use crate::run::{self, HostResult};
-use crate::transport::Connection;
+use crate::transport::{Cancel, Connection};
 
 /// A command's error, with what is needed to show it without leaking secrets.
 pub struct Failed {
@@ -44,10 +45,22 @@ pub struct Context {
     pub timestamp: String,
     /// When this invocation started; new release ids derive from it.
     pub now: chrono::DateTime<chrono::Utc>,
+    /// Set by the first Ctrl-C.
+    pub cancel: Cancel,
+    /// What a second Ctrl-C says deployr is still doing.
+    pub busy: Arc<Mutex<String>>,
+    /// Identifies this invocation's deploy lock, so only its own lock is released.
+    pub token: String,
+    /// How long to wait for a held lock (`--lock-wait`); zero fails at once.
+    pub lock_wait: Duration,
 }
 
 impl Context {
-    pub fn load(args: &GlobalArgs) -> Result<Context, Error> {
+    pub fn load(
+        args: &GlobalArgs,
+        cancel: Cancel,
+        busy: Arc<Mutex<String>>,
+    ) -> Result<Context, Error> {
         let deployfile = Deployfile::load(&args.file)?;
         let selection = Selection {
             hosts: args.hosts.clone(),
@@ -74,6 +87,14 @@ impl Context {
             dry_run: args.dry_run,
             timestamp: release::new_id(now),
             now,
+            cancel,
+            busy,
+            token: format!(
+                "{}-{}",
+                std::process::id(),
+                now.timestamp_nanos_opt().unwrap_or_default()
+            ),
+            lock_wait: args.lock_wait.unwrap_or_default(),
             hosts,
             deployfile,
         })
@@ -87,29 +108,15 @@ impl Context {
         )
     }
 
+    /// What a second Ctrl-C reports.
+    fn set_busy(&self, what: &str) {
+        *self.busy.lock().expect("busy text") = what.to_string();
+    }
+
     /// Prints the plan instead of running it.
     fn print_plan(&self, plan: &Plan) -> Result<(), Error> {
         report::dry_run(plan, &self.masker, &mut std::io::stdout().lock())?;
         Ok(())
-    }
-
-    /// Connects to every host of the plan (refusing to run anything if one cannot be reached),
-    /// runs it, and waits for the reporter to print the summary.
-    async fn execute(&self, plan: &Plan) -> Result<(), Error> {
-        let (events, reporter) = self.reporter().spawn();
-        let result = self.connect_and_run(plan, &events).await;
-        drop(events);
-        let _ = reporter.await;
-        result
-    }
-
-    async fn connect_and_run(&self, plan: &Plan, events: &Events) -> Result<(), Error> {
-        let connections = run::connect_all(&plan.hosts, self.concurrency, events)
-            .await
-            .map_err(Error::Connect)?;
-        let result = run::execute(plan, &connections, self.concurrency, events).await;
-        run::disconnect(&connections).await;
-        result.map_err(Error::StepFailed)
     }
 }
 
@@ -118,6 +125,8 @@ pub struct Session<'a> {
     context: &'a Context,
     connections: Vec<Arc<Connection>>,
     events: Events,
+    /// Hosts whose deploy lock this invocation holds.
+    locked: Mutex<Vec<usize>>,
 }
 
 impl<'a> Session<'a> {
@@ -130,6 +139,7 @@ impl<'a> Session<'a> {
             context,
             connections,
             events: events.clone(),
+            locked: Mutex::new(Vec::new()),
         })
     }
 
@@ -137,13 +147,23 @@ impl<'a> Session<'a> {
         &self.context.hosts
     }
 
-    /// Runs a step everywhere it is planned and returns each host's result.
+    /// Runs a step everywhere it is planned and returns each host's result; Ctrl-C stops it.
     async fn step(&self, step: &PlannedStep) -> Vec<HostResult> {
+        self.step_with(step, &self.context.cancel).await
+    }
+
+    /// The same for a step that must finish once started (switching hosts back, unlocking).
+    async fn step_to_the_end(&self, step: &PlannedStep) -> Vec<HostResult> {
+        self.step_with(step, &Cancel::never()).await
+    }
+
+    async fn step_with(&self, step: &PlannedStep, cancel: &Cancel) -> Vec<HostResult> {
         run::execute_step(
             self.hosts(),
             step,
             &self.connections,
             self.context.concurrency,
+            cancel,
             &self.events,
         )
         .await
@@ -165,6 +185,92 @@ impl<'a> Session<'a> {
             .collect())
     }
 
+    /// Takes the deploy lock on every host and reads their state in the same round trip. Either
+    /// every host is locked, or none is (what was taken is given back) and the holders are named.
+    async fn lock(&self, command: &str) -> Result<Vec<HostState>, Error> {
+        let context = self.context;
+        let owner = format!(
+            "{} pid={} command={command} since={} token={}",
+            operator(),
+            std::process::id(),
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            context.token
+        );
+        let deadline = Instant::now() + context.lock_wait;
+        loop {
+            let results = self.run(&plan::lock(self.hosts(), &owner)?).await?;
+            let states: Vec<HostState> = results
+                .iter()
+                .map(|result| release::parse_state(&result.stdout))
+                .collect();
+            let taken: Vec<usize> = (0..states.len())
+                .filter(|&i| states[i].lock_taken)
+                .collect();
+            self.locked.lock().expect("lock list").extend(&taken);
+            let holders: Vec<(String, String)> = states
+                .iter()
+                .zip(self.hosts())
+                .filter(|(state, _)| !state.lock_taken)
+                .map(|(state, host)| {
+                    let holder = state.lock.clone().unwrap_or_else(|| "unknown".into());
+                    (host.name.clone(), strip_token(&holder))
+                })
+                .collect();
+            if holders.is_empty() {
+                return Ok(states);
+            }
+            self.unlock().await;
+            if Instant::now() >= deadline || context.cancel.is_cancelled() {
+                return Err(Error::Locked { holders });
+            }
+            let (host, holder) = &holders[0];
+            self.notice(format!(
+                "waiting for the deploy lock on {host}, held by {holder} (up to {} more)",
+                humantime::format_duration(Duration::from_secs(
+                    deadline.saturating_duration_since(Instant::now()).as_secs()
+                ))
+            ));
+            let mut cancel = context.cancel.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2).min(context.lock_wait)) => {}
+                _ = cancel.cancelled() => {}
+            }
+        }
+    }
+
+    /// Gives back this invocation's locks; runs even after Ctrl-C.
+    async fn unlock(&self) {
+        let hosts: Vec<usize> = std::mem::take(&mut *self.locked.lock().expect("lock list"));
+        if hosts.is_empty() {
+            return;
+        }
+        if let Ok(step) = plan::unlock(self.hosts(), &hosts, &self.context.token) {
+            let results = self.step_to_the_end(&step).await;
+            if let Err(failures) = run::failures(self.hosts(), &step, &results) {
+                let names: Vec<String> = failures.into_iter().map(|f| f.host).collect();
+                self.notice(format!(
+                    "warning: could not release the deploy lock on {}; `deployr unlock` clears it",
+                    names.join(", ")
+                ));
+            }
+        }
+    }
+
+    /// Runs the `[[check]]` entries; a failure stops the command before anything changes.
+    async fn service_checks(&self) -> Result<(), Error> {
+        let context = self.context;
+        let checks = plan::in_current(
+            &context.deployfile,
+            context.hosts.clone(),
+            &context.deployfile.checks,
+            &context.timestamp,
+        )?;
+        for step in &checks.steps {
+            self.run(step).await?;
+        }
+        Ok(())
+    }
+
     fn notice(&self, text: String) {
         self.events.send(EventKind::Notice { text });
     }
@@ -181,18 +287,32 @@ impl Context {
         work: impl AsyncFnOnce(&Session<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let (events, reporter) = self.reporter().spawn();
-        let result = match Session::open(self, &events).await {
+        let mut result = match Session::open(self, &events).await {
             Ok(session) => {
                 let result = work(&session).await;
+                self.set_busy("releasing the deploy lock");
+                session.unlock().await;
                 session.close().await;
                 result
             }
             Err(error) => Err(error),
         };
+        if self.cancel.is_cancelled() && matches!(result, Err(Error::StepFailed(_))) {
+            result = Err(Error::Interrupted);
+        }
         drop(events);
         let _ = reporter.await;
         result
     }
+}
+
+/// The owner line without the token, for messages.
+fn strip_token(owner: &str) -> String {
+    owner
+        .split_whitespace()
+        .filter(|field| !field.starts_with("token="))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `user@machine`, for the history and the lock.
@@ -205,7 +325,8 @@ fn operator() -> String {
 }
 
 pub async fn main(cli: Cli) -> Result<(), Failed> {
-    let context = Context::load(&cli.global).map_err(|error| Failed {
+    let (cancel, busy) = watch_interrupts();
+    let context = Context::load(&cli.global, cancel, busy).map_err(|error| Failed {
         error,
         masker: Masker::default(),
     })?;
@@ -218,11 +339,36 @@ pub async fn main(cli: Cli) -> Result<(), Failed> {
         Command::Rollback { to } => activate::rollback_command(&context, to.as_deref()).await,
         Command::Status => status::status(&context).await,
         Command::Releases => status::releases(&context).await,
+        Command::Unlock => status::unlock(&context).await,
     };
     result.map_err(|error| Failed {
         error,
         masker: context.masker.clone(),
     })
+}
+
+/// The first Ctrl-C cancels running commands (the command then makes hosts consistent and
+/// releases the lock); later ones say what deployr is still doing, and do not kill it.
+fn watch_interrupts() -> (Cancel, Arc<Mutex<String>>) {
+    let (sender, receiver) = tokio::sync::watch::channel(false);
+    let busy = Arc::new(Mutex::new("stopping".to_string()));
+    let shown = busy.clone();
+    tokio::spawn(async move {
+        let mut presses = 0;
+        while tokio::signal::ctrl_c().await.is_ok() {
+            presses += 1;
+            if presses == 1 {
+                let _ = sender.send(true);
+                eprintln!(
+                    "deployr: interrupted; stopping running commands, then making every host consistent and releasing the lock"
+                );
+            } else {
+                let busy = shown.lock().map(|b| b.clone()).unwrap_or_default();
+                eprintln!("deployr: still {busy}; stopping now could leave hosts disagreeing");
+            }
+        }
+    });
+    (Cancel::new(receiver), busy)
 }
 
 /// `deployr deploy`: prepare, then activate exactly that release, over the same connections.
@@ -233,8 +379,11 @@ async fn deploy(context: &Context, reference: Option<&str>) -> Result<(), Error>
     }
     context
         .with_session(async |session| {
-            let release = prepare::prepare(context, session, reference).await?;
-            activate::activate(context, session, Some(&release)).await
+            let states = session.lock("deploy").await?;
+            session.service_checks().await?;
+            let release = prepare::prepare(context, session, states, reference).await?;
+            let states = session.states().await?;
+            activate::activate(context, session, states, Some(&release)).await
         })
         .await
 }

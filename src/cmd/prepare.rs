@@ -5,7 +5,7 @@ use crate::deployfile::Source;
 use crate::error::Error;
 use crate::plan::{self, Plan, ReleaseInfo};
 use crate::refname;
-use crate::release;
+use crate::release::{self, HostState};
 
 pub async fn command(context: &Context, reference: Option<&str>) -> Result<(), Error> {
     if context.dry_run {
@@ -30,7 +30,11 @@ pub async fn command(context: &Context, reference: Option<&str>) -> Result<(), E
         });
     }
     context
-        .with_session(async |session| prepare(context, session, reference).await.map(drop))
+        .with_session(async |session| {
+            let states = session.lock("prepare").await?;
+            session.service_checks().await?;
+            prepare(context, session, states, reference).await.map(drop)
+        })
         .await
 }
 
@@ -53,11 +57,11 @@ fn reference_to_deploy(source: &Source, reference: Option<&str>) -> Result<Strin
 pub async fn prepare(
     context: &Context,
     session: &Session<'_>,
+    states: Vec<HostState>,
     reference: Option<&str>,
 ) -> Result<String, Error> {
     let source = source(context)?;
     let reference = reference_to_deploy(source, reference)?;
-    let states = session.states().await?;
     let existing = states
         .iter()
         .flat_map(|s| s.releases.iter().map(|(id, _)| id.as_str()));

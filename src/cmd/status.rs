@@ -103,3 +103,34 @@ fn print_state_plan(context: &Context) -> Result<(), Error> {
         steps: vec![plan::state(&context.hosts)?],
     })
 }
+
+/// `deployr unlock`: removes the deploy lock wherever there is one, and says whose it was.
+pub async fn unlock(context: &Context) -> Result<(), Error> {
+    if context.dry_run {
+        return print_state_plan(context);
+    }
+    context
+        .with_session(async |session| {
+            let states = session.states().await?;
+            let held: Vec<usize> = (0..states.len())
+                .filter(|&i| states[i].lock.is_some())
+                .collect();
+            if held.is_empty() {
+                session.notice("no deploy lock on any selected host".into());
+                return Ok(());
+            }
+            session
+                .run(&plan::force_unlock(&context.hosts, &held)?)
+                .await?;
+            for &i in &held {
+                let holder = states[i].lock.as_deref().unwrap_or_default();
+                session.notice(format!(
+                    "{}: removed the deploy lock held by {}",
+                    context.hosts[i].name,
+                    super::strip_token(holder)
+                ));
+            }
+            Ok(())
+        })
+        .await
+}

@@ -32,5 +32,15 @@ pub async fn run(context: &Context, name: &str) -> Result<(), Error> {
     if context.dry_run {
         return context.print_plan(&plan);
     }
-    context.execute(&plan).await
+    context
+        .with_session(async |session| {
+            if task.lock {
+                session.lock(&format!("run {name}")).await?;
+            }
+            for step in &plan.steps {
+                session.run(step).await?;
+            }
+            Ok(())
+        })
+        .await
 }

@@ -150,6 +150,30 @@ impl SshHost {
         }
     }
 
+    /// Sends `signal` (e.g. "STOP", "CONT") to this host's sshd and every process under it.
+    pub fn signal_all(&self, signal: &str) {
+        let root = self.child.as_ref().expect("running sshd").id();
+        let mut pids = vec![root];
+        let mut i = 0;
+        while i < pids.len() {
+            let output = Command::new("pgrep")
+                .args(["-P", &pids[i].to_string()])
+                .output()
+                .expect("pgrep");
+            pids.extend(
+                String::from_utf8_lossy(&output.stdout)
+                    .lines()
+                    .filter_map(|l| l.trim().parse::<u32>().ok()),
+            );
+            i += 1;
+        }
+        for pid in pids {
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), &pid.to_string()])
+                .status();
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
     }
@@ -162,6 +186,9 @@ impl SshHost {
 
 impl Drop for SshHost {
     fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal_all("CONT");
+        }
         self.kill();
     }
 }
@@ -373,5 +400,144 @@ impl SourceRepo {
         self.git(&["add", "VERSION"]);
         self.git(&["commit", "-q", "-m", &format!("version {version}")]);
         self.git(&["rev-parse", "HEAD"])
+    }
+}
+
+pub struct Deploy {
+    pub fleet: Fleet,
+    pub repo: SourceRepo,
+    pub file: PathBuf,
+}
+
+/// Three hosts (web1 has `db`), a source repo, and a deployfile with a prepare step, a `once`
+/// migrate, the switch and a reload.
+pub fn setup(app: &str, extra: &str) -> Deploy {
+    let fleet = Fleet::start(3);
+    let repo = SourceRepo::create(fleet.dir.path());
+    let body = format!(
+        "[source]\nrepo = \"{}\"\nref = \"main\"\n\n\
+         [[prepare]]\nname = \"build\"\nrun = \"cat VERSION > built\"\n\n\
+         [[activate]]\nname = \"migrate\"\nrun = \"echo {{{{release}}}} >> {{{{shared_path}}}}/migrations\"\nroles = [\"db\"]\nonce = true\n\n\
+         [[activate]]\nswitch = true\n\n\
+         [[activate]]\nname = \"reload\"\nrun = \"echo {{{{release}}}} >> {{{{shared_path}}}}/reloads\"\n\n{extra}",
+        repo.path.display()
+    );
+    let file = fleet.deployfile_with_app(app, &[&["web", "db"], &["web"], &["web"]], &body);
+    Deploy { fleet, repo, file }
+}
+
+impl Deploy {
+    pub fn deployr(&self, args: &[&str]) -> Run {
+        let mut all = vec!["-f", self.file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.fleet.deployr(&all)
+    }
+
+    /// Each host's `current` release id ("" when there is none).
+    pub fn currents(&self) -> Vec<String> {
+        self.fleet
+            .hosts
+            .iter()
+            .map(|h| {
+                std::fs::read_link(h.deploy_to.join("current"))
+                    .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    pub fn served_versions(&self) -> Vec<String> {
+        self.fleet
+            .hosts
+            .iter()
+            .map(|h| h.read("current/VERSION").trim().to_string())
+            .collect()
+    }
+
+    pub fn releases(&self, host: usize) -> Vec<String> {
+        let mut ids: Vec<String> =
+            std::fs::read_dir(self.fleet.hosts[host].deploy_to.join("releases"))
+                .map(|dir| {
+                    dir.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    pub fn prepared(&self, host: usize) -> String {
+        self.fleet.hosts[host].read(".deployr/prepared")
+    }
+
+    pub fn migrations(&self) -> usize {
+        self.fleet
+            .hosts
+            .iter()
+            .map(|h| h.read("shared/migrations").lines().count())
+            .sum()
+    }
+}
+
+pub fn release_of(prepared: &str) -> String {
+    prepared
+        .lines()
+        .find_map(|l| l.strip_prefix("release="))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Waits until `path` exists (a step reached its marker); panics after 60 s.
+pub fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for a background deployr; panics (after killing it) if it runs longer than `limit`,
+/// which would mean a hang rather than a bounded failure.
+pub fn finish(mut child: std::process::Child, limit: Duration) -> Run {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return Run::from(child.wait_with_output().expect("output"));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let run = Run::from(child.wait_with_output().expect("output"));
+            panic!("deployr still running after {limit:?}:\n{}", run.all());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Deploy {
+    /// deployr in the background, with its output captured.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        let mut all = vec!["-f", self.file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.fleet
+            .command(&all)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn deployr")
+    }
+
+    /// Hosts that have a `.deployr/lock`.
+    pub fn locked(&self) -> Vec<String> {
+        self.fleet
+            .hosts
+            .iter()
+            .filter(|h| h.deploy_to.join(".deployr/lock").exists())
+            .map(|h| h.name.clone())
+            .collect()
     }
 }
