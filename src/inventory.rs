@@ -21,8 +21,44 @@ pub enum HostKeyPolicy {
     AcceptNew,
 }
 
+/// A bastion (`jump = "user@host:port"`, or `ProxyJump`) that a host is reached through.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Jump {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Jump {
+    /// `[user@]host[:port]`, as in OpenSSH's ProxyJump.
+    pub fn parse(spec: &str) -> Option<Jump> {
+        let (user, rest) = match spec.split_once('@') {
+            Some((user, rest)) => (Some(user.to_string()), rest),
+            None => (None, spec),
+        };
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (host, port.parse().ok()?),
+            None => (rest, 22),
+        };
+        let valid = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+            && user.as_deref().is_none_or(|u| !u.is_empty());
+        valid.then(|| Jump {
+            user,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SshSettings {
+    /// Where to connect: `HostName` from `~/.ssh/config` for an alias, else the address.
+    pub host_name: String,
+    pub jump: Option<Jump>,
+    pub forward_agent: bool,
     pub user: String,
     pub port: u16,
     pub identity_file: Option<PathBuf>,
@@ -175,6 +211,9 @@ mod tests {
             deploy_to: "/srv/app".to_string(),
             vars: Vec::new(),
             ssh: SshSettings {
+                host_name: "127.0.0.1".into(),
+                jump: None,
+                forward_agent: false,
                 user: "deploy".to_string(),
                 port: 22,
                 identity_file: None,

@@ -15,5 +15,6 @@ pub mod release;
 pub mod report;
 pub mod run;
 pub mod ssh;
+pub mod ssh_config;
 pub mod template;
 pub mod transport;

@@ -443,6 +443,9 @@ mod tests {
             deploy_to: "/srv/it's".into(),
             vars: vec![],
             ssh: SshSettings {
+                host_name: "127.0.0.1".into(),
+                jump: None,
+                forward_agent: false,
                 user: "u".into(),
                 port: 22,
                 identity_file: None,

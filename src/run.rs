@@ -34,10 +34,12 @@ pub async fn connect(
     concurrency: usize,
     events: &Events,
 ) -> Vec<Result<Arc<Connection>, ConnectFailure>> {
+    let bastions = crate::ssh::Bastions::default();
+    let bastions = &bastions;
     futures::stream::iter(hosts)
         .map(|host| async move {
             let started = Instant::now();
-            match Connection::open(host).await {
+            match Connection::open(host, bastions).await {
                 Ok(connection) => {
                     events.send(EventKind::Connected {
                         host: host.name.clone(),

@@ -3,6 +3,7 @@
 //! Host keys are checked against known_hosts before any authentication; an unknown key is
 //! refused under `strict`, learnt under `accept-new`, and a changed key is always refused.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, Disconnect};
 use tokio::sync::Semaphore;
 
-use crate::inventory::{HostKeyPolicy, SshSettings};
+use crate::inventory::{HostKeyPolicy, Jump, SshSettings};
 use crate::transport::{Cancel, LineSplitter, Outcome, Stream, interrupted};
 
 /// OpenSSH's `MaxSessions` defaults to 10 channels per connection; stay below it.
@@ -54,6 +55,8 @@ pub enum ConnectError {
     Auth { user: String, tried: Vec<String> },
     #[error("SSH protocol error: {0}")]
     Protocol(String),
+    #[error("cannot use the bastion {bastion}: {reason}")]
+    Bastion { bastion: String, reason: String },
 }
 
 fn keyscan_args(known_as: &str) -> String {
@@ -85,6 +88,7 @@ struct Client {
     port: u16,
     policy: HostKeyPolicy,
     known_hosts: PathBuf,
+    forward_agent: bool,
 }
 
 /// known_hosts is one file shared by every connection of the run; appends must not interleave.
@@ -92,6 +96,31 @@ static KNOWN_HOSTS_WRITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl client::Handler for Client {
     type Error = HandlerError;
+
+    /// With `forward_agent = true`, the host's requests to the agent (a `git fetch` of a private
+    /// repo, say) are relayed to the local `SSH_AUTH_SOCK`; otherwise they are refused.
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let socket = std::env::var_os("SSH_AUTH_SOCK");
+        let (true, Some(socket)) = (self.forward_agent, socket) else {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        reply.accept().await;
+        tokio::spawn(async move {
+            if let Ok(mut agent) = tokio::net::UnixStream::connect(socket).await {
+                let mut stream = channel.into_stream();
+                let _ = tokio::io::copy_bidirectional(&mut stream, &mut agent).await;
+            }
+        });
+        Ok(())
+    }
 
     async fn check_server_key(
         &mut self,
@@ -147,10 +176,70 @@ impl client::Handler for Client {
 
 pub struct Session {
     handle: Handle<Client>,
+    forward_agent: bool,
     channels: Semaphore,
+    /// The bastion this connection runs through, kept open as long as the connection is.
+    _via: Option<Arc<Handle<Client>>>,
 }
 
-pub async fn connect(address: &str, settings: &SshSettings) -> Result<Session, ConnectError> {
+/// Bastion connections of one run, opened once and shared by every host behind them.
+#[derive(Default)]
+pub struct Bastions(tokio::sync::Mutex<HashMap<Jump, BastionResult>>);
+
+/// An open bastion connection, or why it could not be opened (said once to every host behind it).
+type BastionResult = Result<Arc<Handle<Client>>, String>;
+
+impl Bastions {
+    async fn get(
+        &self,
+        jump: &Jump,
+        settings: &SshSettings,
+    ) -> Result<Arc<Handle<Client>>, ConnectError> {
+        let mut bastions = self.0.lock().await;
+        if !bastions.contains_key(jump) {
+            let bastion_settings = SshSettings {
+                host_name: jump.host.clone(),
+                port: jump.port,
+                user: jump.user.clone().unwrap_or_else(|| settings.user.clone()),
+                jump: None,
+                ..settings.clone()
+            };
+            let connected = handshake(&bastion_settings, None)
+                .await
+                .map(Arc::new)
+                .map_err(|error| error.to_string());
+            bastions.insert(jump.clone(), connected);
+        }
+        bastions[jump]
+            .clone()
+            .map_err(|reason| ConnectError::Bastion {
+                bastion: format!("{}:{}", jump.host, jump.port),
+                reason,
+            })
+    }
+}
+
+pub async fn connect(settings: &SshSettings, bastions: &Bastions) -> Result<Session, ConnectError> {
+    let via = match &settings.jump {
+        Some(jump) => Some(bastions.get(jump, settings).await?),
+        None => None,
+    };
+    let handle = handshake(settings, via.as_deref()).await?;
+    Ok(Session {
+        handle,
+        forward_agent: settings.forward_agent,
+        channels: Semaphore::new(CHANNELS_PER_CONNECTION),
+        _via: via,
+    })
+}
+
+/// Connects (directly, or through a bastion's direct-tcpip channel), checks the host key and
+/// authenticates, all within `connect_timeout`.
+async fn handshake(
+    settings: &SshSettings,
+    via: Option<&Handle<Client>>,
+) -> Result<Handle<Client>, ConnectError> {
+    let address = settings.host_name.as_str();
     let target = format!("{address}:{}", settings.port);
     let config = Arc::new(client::Config {
         keepalive_interval: Some(settings.keepalive_interval),
@@ -163,35 +252,49 @@ pub async fn connect(address: &str, settings: &SshSettings) -> Result<Session, C
         port: settings.port,
         policy: settings.host_keys,
         known_hosts: settings.known_hosts_file.clone(),
+        forward_agent: settings.forward_agent,
+    };
+    let refused = |error| match error {
+        HandlerError::Refused(refused) => refused,
+        HandlerError::Ssh(error) => ConnectError::Protocol(error.to_string()),
     };
     let timeout = settings.connect_timeout;
     let connecting = async {
-        let socket = tokio::net::TcpStream::connect(&target)
-            .await
-            .map_err(|error| ConnectError::Unreachable {
-                address: target.clone(),
-                reason: error.to_string(),
-            })?;
-        socket.set_nodelay(true).ok();
-        let mut handle = client::connect_stream(config, socket, client)
-            .await
-            .map_err(|error| match error {
-                HandlerError::Refused(refused) => refused,
-                HandlerError::Ssh(error) => ConnectError::Protocol(error.to_string()),
-            })?;
+        let mut handle = match via {
+            Some(bastion) => {
+                let channel = bastion
+                    .channel_open_direct_tcpip(address, settings.port as u32, "127.0.0.1", 0)
+                    .await
+                    .map_err(|error| ConnectError::Unreachable {
+                        address: format!("{target} through the bastion"),
+                        reason: error.to_string(),
+                    })?;
+                client::connect_stream(config, channel.into_stream(), client)
+                    .await
+                    .map_err(refused)?
+            }
+            None => {
+                let socket = tokio::net::TcpStream::connect(&target)
+                    .await
+                    .map_err(|error| ConnectError::Unreachable {
+                        address: target.clone(),
+                        reason: error.to_string(),
+                    })?;
+                socket.set_nodelay(true).ok();
+                client::connect_stream(config, socket, client)
+                    .await
+                    .map_err(refused)?
+            }
+        };
         authenticate(&mut handle, settings).await?;
         Ok(handle)
     };
-    let handle = tokio::time::timeout(timeout, connecting)
+    tokio::time::timeout(timeout, connecting)
         .await
         .map_err(|_| ConnectError::Timeout {
             address: target.clone(),
             timeout,
-        })??;
-    Ok(Session {
-        handle,
-        channels: Semaphore::new(CHANNELS_PER_CONNECTION),
-    })
+        })?
 }
 
 /// Tries, in OpenSSH's order: the deployfile's `identity_file`, the agent's identities, then the
@@ -336,6 +439,9 @@ impl Session {
             Ok(channel) => channel,
             Err(error) => return Outcome::Lost(format!("cannot open a channel: {error}")),
         };
+        if self.forward_agent {
+            let _ = channel.agent_forward(false).await;
+        }
         if let Err(error) = channel.exec(true, script).await {
             return Outcome::Lost(format!("cannot start the command: {error}"));
         }

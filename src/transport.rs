@@ -84,12 +84,10 @@ pub enum Connection {
 }
 
 impl Connection {
-    pub async fn open(host: &Host) -> Result<Connection, ConnectError> {
+    pub async fn open(host: &Host, bastions: &ssh::Bastions) -> Result<Connection, ConnectError> {
         match &host.address {
             Address::Local => Ok(Connection::Local),
-            Address::Remote(address) => {
-                Ok(Connection::Ssh(ssh::connect(address, &host.ssh).await?))
-            }
+            Address::Remote(_) => Ok(Connection::Ssh(ssh::connect(&host.ssh, bastions).await?)),
         }
     }
 

@@ -7,3 +7,4 @@ mod example;
 mod faults;
 mod releases;
 mod run;
+mod ssh;

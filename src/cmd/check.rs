@@ -112,6 +112,7 @@ fn connection_problem(error: &crate::ssh::ConnectError) -> String {
         KnownHosts { .. } => "FAILED: known_hosts unreadable",
         Auth { .. } => "FAILED: authentication",
         Protocol(_) => "FAILED: protocol error",
+        Bastion { .. } => "FAILED: bastion",
     }
     .to_string()
 }

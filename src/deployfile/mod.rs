@@ -11,8 +11,9 @@ use std::time::Duration;
 pub use diagnostic::{DeployfileError, Diagnostic};
 use raw::{RawDeployfile, RawEnvValue, RawSsh, RawStep, S};
 
-use crate::inventory::{Address, Host, HostKeyPolicy, SshSettings, nearest};
+use crate::inventory::{Address, Host, HostKeyPolicy, Jump, SshSettings, nearest};
 use crate::refname;
+use crate::ssh_config::{HostConfig, SshConfigFile};
 use crate::template::{BASE_VARIABLES, RELEASE_VARIABLES, Template};
 
 pub const DEFAULT_PATH: &str = "deployfile.toml";
@@ -107,6 +108,7 @@ impl Deployfile {
             path,
             text,
             diagnostics: Vec::new(),
+            ssh_config: None,
         };
         let deployfile = validator.deployfile(raw);
         // A shared value (the global deploy_to, say) can be wrong for several hosts; say it once.
@@ -145,6 +147,7 @@ struct Validator<'a> {
     path: &'a Path,
     text: &'a str,
     diagnostics: Vec<Diagnostic>,
+    ssh_config: Option<SshConfigFile>,
 }
 
 impl Validator<'_> {
@@ -510,13 +513,38 @@ impl Validator<'_> {
                         address == "local",
                     ),
                     vars: host_vars,
-                    ssh: self.ssh(global, &host.ssh()),
+                    ssh: self.ssh(global, &host.ssh(), address),
                 }
             })
             .collect()
     }
 
-    fn ssh(&mut self, global: &RawSsh, own: &RawSsh) -> SshSettings {
+    /// `~/.ssh/config`, read once, and only when some host is remote.
+    fn ssh_config(&mut self, alias: &str) -> HostConfig {
+        if self.ssh_config.is_none() {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            let file = match SshConfigFile::load(&home) {
+                Ok(file) => file,
+                Err(problem) => {
+                    self.diagnostics
+                        .push(Diagnostic::without_position(self.path, problem));
+                    SshConfigFile::empty()
+                }
+            };
+            self.ssh_config = Some(file);
+        }
+        self.ssh_config.as_ref().expect("loaded").host(alias)
+    }
+
+    /// A host's SSH settings: its own keys, then `[ssh]`, then `~/.ssh/config`, then defaults.
+    fn ssh(&mut self, global: &RawSsh, own: &RawSsh, address: &str) -> SshSettings {
+        let config = if address == "local" {
+            HostConfig::default()
+        } else {
+            self.ssh_config(address)
+        };
         let pick = |own: &Option<S<String>>, global: &Option<S<String>>| {
             own.clone().or_else(|| global.clone())
         };
@@ -530,6 +558,7 @@ impl Validator<'_> {
             }
         });
         let host_keys = match pick(&own.known_hosts, &global.known_hosts) {
+            None if config.accept_new == Some(true) => HostKeyPolicy::AcceptNew,
             None => HostKeyPolicy::Strict,
             Some(value) => match value.get_ref().as_str() {
                 "strict" => HostKeyPolicy::Strict,
@@ -550,20 +579,57 @@ impl Validator<'_> {
             .or(global.keepalive_max.as_ref())
             .map(|n| self.positive(n, "keepalive_max"))
             .unwrap_or(3);
+        let jump = match pick(&own.jump, &global.jump) {
+            Some(spec) => match Jump::parse(spec.get_ref()) {
+                Some(jump) => Some(jump),
+                None => {
+                    self.error(
+                        spec.span(),
+                        format!("`{}` is not a jump host; write it as user@host:port", spec.get_ref()),
+                        None,
+                    );
+                    None
+                }
+            },
+            None => config.proxy_jump.as_deref().and_then(|spec| {
+                let jump = Jump::parse(spec);
+                if jump.is_none() {
+                    self.diagnostics.push(Diagnostic::without_position(
+                        self.path,
+                        format!("ProxyJump `{spec}` for {address} in ~/.ssh/config is not user@host:port"),
+                    ));
+                }
+                jump
+            }),
+        };
         SshSettings {
+            host_name: config
+                .host_name
+                .clone()
+                .unwrap_or_else(|| address.to_string()),
+            jump,
+            forward_agent: own
+                .forward_agent
+                .as_ref()
+                .or(global.forward_agent.as_ref())
+                .is_some_and(|f| *f.get_ref()),
             user: pick(&own.user, &global.user)
                 .map(|u| u.into_inner())
+                .or(config.user)
                 .or_else(|| std::env::var("USER").ok())
                 .unwrap_or_else(|| "root".to_string()),
-            port: port.unwrap_or(22),
+            port: port.or(config.port).unwrap_or(22),
             identity_file: pick(&own.identity_file, &global.identity_file)
-                .map(|path| expand_home(path.get_ref())),
+                .map(|path| expand_home(path.get_ref()))
+                .or(config.identity_file),
             host_keys,
             known_hosts_file: pick(&own.known_hosts_file, &global.known_hosts_file)
                 .map(|path| expand_home(path.get_ref()))
+                .or(config.known_hosts_file)
                 .unwrap_or_else(|| expand_home("~/.ssh/known_hosts")),
             connect_timeout: self
                 .duration(pick(&own.connect_timeout, &global.connect_timeout).as_ref())
+                .or(config.connect_timeout)
                 .unwrap_or(Duration::from_secs(10)),
             keepalive_interval: self
                 .duration(pick(&own.keepalive_interval, &global.keepalive_interval).as_ref())

@@ -70,6 +70,8 @@ pub struct RawSsh {
     pub connect_timeout: Option<S<String>>,
     pub keepalive_interval: Option<S<String>>,
     pub keepalive_max: Option<S<i64>>,
+    pub jump: Option<S<String>>,
+    pub forward_agent: Option<S<bool>>,
     pub concurrency: Option<S<i64>>,
 }
 
@@ -90,6 +92,8 @@ pub struct RawHost {
     pub connect_timeout: Option<S<String>>,
     pub keepalive_interval: Option<S<String>>,
     pub keepalive_max: Option<S<i64>>,
+    pub jump: Option<S<String>>,
+    pub forward_agent: Option<S<bool>>,
 }
 
 impl RawHost {
@@ -104,6 +108,8 @@ impl RawHost {
             connect_timeout: self.connect_timeout.clone(),
             keepalive_interval: self.keepalive_interval.clone(),
             keepalive_max: self.keepalive_max.clone(),
+            jump: self.jump.clone(),
+            forward_agent: self.forward_agent.clone(),
             concurrency: None,
         }
     }

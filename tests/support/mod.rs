@@ -100,7 +100,7 @@ impl SshHost {
                     "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\n\
                      AuthorizedKeysFile {}\nPasswordAuthentication no\n\
                      KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nUsePAM no\n\
-                     StrictModes no\nPermitRootLogin yes\nLogLevel VERBOSE\nMaxStartups 200\n\
+                     StrictModes no\nPermitRootLogin yes\nLogLevel DEBUG1\nMaxStartups 200\n\
                      MaxSessions 20\nSubsystem sftp internal-sftp\n",
                     host_key.display(),
                     self.dir.join("sshd.pid").display(),

@@ -1,0 +1,962 @@
+#!/usr/bin/env python3
+"""deployr's benchmark harness (issue 6). Called by bench/run.sh; Python 3 stdlib only.
+
+Starts N real OpenSSH sshd processes on 127.0.0.1 the way tests/support/mod.rs does (random
+ports, throwaway ed25519 host keys, one authorized client key, a private known_hosts, one
+deploy_to per host), then runs each scenario REPS times, alternating deployr with its OpenSSH
+baseline, and prints markdown tables: median, min-max, the ratio deployr/baseline of the
+medians, whole-machine CPU seconds (/proc/stat) and the client's own CPU and peak RSS (wait4).
+
+    python3 bench/run.py [--quick] [--only fanout,deploy,skew,latency,memory] [--json PATH]
+    python3 bench/run.py proxy --delay-ms 10 LISTEN:TARGET ...   (the latency proxy, internal)
+"""
+
+import argparse
+import asyncio
+import concurrent.futures
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+SSHD_CANDIDATES = ["/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd"]
+RTT = 0.020  # the latency proxy delays every chunk by RTT/2 each way
+
+
+def log(*parts):
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def out(text=""):
+    print(text, flush=True)
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def machine_cpu():
+    """Whole-machine busy CPU seconds: user+nice+system+irq+softirq from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[1:8])
+    return (user + nice + system + irq + softirq) / USER_HZ
+
+
+class Measured:
+    def __init__(self, wall, cpu, own_cpu, maxrss_kb, code, output):
+        self.wall = wall
+        self.cpu = cpu
+        self.own_cpu = own_cpu
+        self.maxrss_kb = maxrss_kb
+        self.code = code
+        self.output = output
+
+    def as_dict(self):
+        return {
+            "wall": self.wall,
+            "cpu": self.cpu,
+            "own_cpu": self.own_cpu,
+            "maxrss_kb": self.maxrss_kb,
+        }
+
+
+def measure(argv, env, cwd, label, check=True):
+    """Runs argv to completion; wall time, machine CPU delta, and the process tree's own CPU and
+    peak RSS from wait4 (children that were waited for included)."""
+    with tempfile.TemporaryFile() as output:
+        cpu0 = machine_cpu()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        t1 = time.perf_counter()
+        cpu1 = machine_cpu()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        output.seek(0)
+        text = output.read().decode(errors="replace")
+    result = Measured(
+        t1 - t0, cpu1 - cpu0, usage.ru_utime + usage.ru_stime, usage.ru_maxrss,
+        proc.returncode, text,
+    )
+    if check and result.code != 0:
+        raise SystemExit(
+            f"bench: {label} failed with exit {result.code}\n$ {' '.join(map(str, argv))}\n"
+            + text[-4000:]
+        )
+    return result
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def fmt_s(value):
+    return f"{value:.3f}"
+
+
+def spread(values, unit=fmt_s):
+    return f"{unit(min(values))}–{unit(max(values))}" if values else "-"
+
+
+# ----------------------------------------------------------------------------- the fleet
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def keygen(path):
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deployr-bench", "-f", str(path)],
+        check=True, stdout=subprocess.DEVNULL,
+    )
+
+
+def sshd_path():
+    for candidate in SSHD_CANDIDATES:
+        if os.path.exists(candidate):
+            return candidate
+    raise SystemExit(f"bench: sshd not found in {SSHD_CANDIDATES} (Debian: openssh-server)")
+
+
+class Host:
+    def __init__(self, root, index, authorized_keys):
+        self.name = f"web{index}"
+        self.dir = root / "hosts" / self.name
+        self.deploy_to = self.dir / "srv"
+        self.base_to = self.dir / "base"  # the baseline deploy's own deploy_to
+        self.deploy_to.mkdir(parents=True)
+        (self.base_to / "releases").mkdir(parents=True)
+        host_key = self.dir / "host_ed25519"
+        keygen(host_key)
+        public = (self.dir / "host_ed25519.pub").read_text().split()
+        self.key = f"{public[0]} {public[1]}"
+        self.port = 0
+        self.proc = None
+        self.start(host_key, authorized_keys)
+
+    def start(self, host_key, authorized_keys):
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+        for _attempt in range(5):
+            port = free_port()
+            config = self.dir / "sshd_config"
+            config.write_text(
+                f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
+                f"PidFile {self.dir / 'sshd.pid'}\nAuthorizedKeysFile {authorized_keys}\n"
+                "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+                "PubkeyAuthentication yes\nUsePAM no\nStrictModes no\nPermitRootLogin yes\n"
+                "LogLevel VERBOSE\nMaxStartups 500\nMaxSessions 20\n"
+                "Subsystem sftp internal-sftp\n"
+            )
+            with open(self.dir / "sshd.log", "wb") as logfile:
+                proc = subprocess.Popen(
+                    [sshd_path(), "-D", "-e", "-f", str(config)],
+                    stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile,
+                )
+            Fleet.started(proc.pid)
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                if proc.poll() is not None:
+                    break
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    self.port = port
+                    self.proc = proc
+                    return
+                except OSError:
+                    time.sleep(0.01)
+            proc.kill()
+            proc.wait()
+        raise SystemExit(
+            f"bench: sshd for {self.name} did not start:\n"
+            + (self.dir / "sshd.log").read_text(errors="replace")
+        )
+
+    def stop(self):
+        if self.proc is None:
+            return
+        # The listener and the per-connection sshd processes it forked (ControlMaster
+        # connections keep theirs alive): children first, by parent pid.
+        subprocess.run(["pkill", "-KILL", "-P", str(self.proc.pid)], check=False)
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+
+class Fleet:
+    pidfile = None
+
+    @classmethod
+    def started(cls, pid):
+        """Records an sshd pid so that bench/run.sh's trap can stop it if Python dies."""
+        if cls.pidfile:
+            with open(cls.pidfile, "a") as f:
+                f.write(f"{pid}\n")
+
+    def __init__(self, count, deployr):
+        self.dir = Path(tempfile.mkdtemp(prefix="deployr-bench-"))
+        self.deployr = deployr
+        self.home = self.dir / "home"
+        (self.home / ".ssh").mkdir(parents=True)
+        self.key = self.dir / "client_ed25519"
+        keygen(self.key)
+        authorized = self.dir / "authorized_keys"
+        shutil.copy(self.dir / "client_ed25519.pub", authorized)
+        self.user = subprocess.run(["id", "-un"], capture_output=True, text=True,
+                                   check=True).stdout.strip()
+        # Short: unix socket paths are limited to 108 bytes.
+        self.control_dir = Path(tempfile.mkdtemp(prefix="dcm-", dir="/tmp"))
+        self.control_ports = set()
+        self.proxies = []
+        self.hosts = []
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            self.hosts = list(pool.map(lambda i: Host(self.dir, i, authorized),
+                                       range(1, count + 1)))
+        self.known_hosts = self.dir / "known_hosts"
+        self.known_hosts.write_text(
+            "".join(f"[127.0.0.1]:{h.port} {h.key}\n" for h in self.hosts))
+        self.source = self.make_source()
+        self.env = dict(os.environ)
+        self.env["HOME"] = str(self.home)
+        for name in ("SSH_AUTH_SOCK", "DEPLOYR_FILE", "SSH_AGENT_PID"):
+            self.env.pop(name, None)
+
+    def make_source(self):
+        """A small app to deploy: a git repo on branch main (the hosts share this filesystem)."""
+        source = self.dir / "source"
+        (source / "app").mkdir(parents=True)
+        for i in range(20):
+            (source / "app" / f"module{i}.py").write_text(
+                "".join(f"def f{j}():\n    return {j}\n" for j in range(50)))
+        (source / "VERSION").write_text("1\n")
+        git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid",
+               "-C", str(source)]
+        subprocess.run(git + ["init", "-q", "-b", "main"], check=True)
+        subprocess.run(git + ["add", "."], check=True)
+        subprocess.run(git + ["commit", "-q", "-m", "bench app"], check=True)
+        return source
+
+    # --- deployfiles
+
+    def ssh_section(self, concurrency, known_hosts=None):
+        return (
+            f'[ssh]\nuser = "{self.user}"\nidentity_file = "{self.key}"\n'
+            f'known_hosts_file = "{known_hosts or self.known_hosts}"\n'
+            f'connect_timeout = "60s"\nconcurrency = {concurrency}\n'
+        )
+
+    def deployfile(self, name, count, body, ports=None, known_hosts=None):
+        hosts = self.hosts[:count]
+        ports = ports or [h.port for h in hosts]
+        text = f'[app]\nname = "bench"\ndeploy_to = "/nonexistent"\n\n'
+        text += self.ssh_section(count, known_hosts)
+        for host, port in zip(hosts, ports):
+            text += (f'\n[hosts.{host.name}]\naddress = "127.0.0.1"\nport = {port}\n'
+                     f'deploy_to = "{host.deploy_to}"\n')
+        text += "\n" + body
+        path = self.dir / name
+        path.write_text(text)
+        return path
+
+    def fanout_file(self, count, ports=None, known_hosts=None, tag=""):
+        return self.deployfile(f"fanout{tag}-{count}.toml", count,
+                               '[tasks.t]\nrun = "true"\n', ports, known_hosts)
+
+    def deploy_file(self, count, ports=None, known_hosts=None, tag=""):
+        body = f'[source]\nrepo = "{self.source}"\nref = "main"\n\n'
+        for i in range(1, 6):
+            body += f'[[prepare]]\nname = "prep{i}"\nrun = "true"\n\n'
+        body += '[[activate]]\nname = "migrate"\nrun = "true"\nonce = true\n\n'
+        body += '[[activate]]\nswitch = true\n\n'
+        for i in range(1, 3):
+            body += f'[[activate]]\nname = "after{i}"\nrun = "true"\n\n'
+        return self.deployfile(f"deploy{tag}-{count}.toml", count, body, ports, known_hosts)
+
+    def deployr_argv(self, file, *args, quiet=True):
+        return [str(self.deployr)] + (["-q"] if quiet else []) + ["-f", str(file)] + list(args)
+
+    # --- OpenSSH baselines
+
+    def ssh_base(self, port, known_hosts=None, control=False):
+        argv = ["ssh", "-o", "KexAlgorithms=curve25519-sha256", "-o", "BatchMode=yes",
+                "-o", f"UserKnownHostsFile={known_hosts or self.known_hosts}",
+                "-i", str(self.key)]
+        if control:
+            argv += ["-o", f"ControlPath={self.control_dir}/%p", "-o", "ControlMaster=auto",
+                     "-o", "ControlPersist=60"]
+        return argv + ["-p", str(port), f"{self.user}@127.0.0.1"]
+
+    def xargs_argv(self, ports, known_hosts=None, control=False):
+        """`printf PORTS | xargs -P N ssh ... -p PORT user@127.0.0.1 true` as one bash process."""
+        ssh = self.ssh_base("{}", known_hosts, control)
+        quoted = " ".join(shquote(a) for a in ssh)
+        return ["bash", "-c",
+                f"printf '%s\\n' {' '.join(map(str, ports))} | "
+                f"xargs -P {len(ports)} -I{{}} {quoted} true"]
+
+    def open_masters(self, ports, known_hosts=None):
+        """Opens (or reuses) one ControlMaster per port, before any timing."""
+        argv = self.xargs_argv(ports, known_hosts, control=True)
+        measure(argv, self.env, self.dir, "opening ControlMaster connections")
+        self.control_ports.update(ports)
+
+    def close_masters(self):
+        for port in sorted(self.control_ports):
+            subprocess.run(
+                ["ssh", "-o", f"ControlPath={self.control_dir}/%p", "-O", "exit",
+                 "-p", str(port), f"{self.user}@127.0.0.1"],
+                env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+            )
+        self.control_ports.clear()
+
+    def baseline_deploy_script(self, count, release, ports=None, known_hosts=None):
+        """The deploy's commands as sequential ssh calls per host over ControlMaster, hosts in
+        parallel: release dir + git archive | tar, 5 prepare steps, migrate (first host only),
+        ln -s + mv -T, 2 after-switch steps (the last one also prunes to 5 releases)."""
+        hosts = self.hosts[:count]
+        ports = ports or [h.port for h in hosts]
+        lines = ["#!/bin/bash", "pids=()"]
+        for index, (host, port) in enumerate(zip(hosts, ports)):
+            ssh = " ".join(shquote(a) for a in self.ssh_base(port, known_hosts, control=True))
+            base = host.base_to
+            rel = f"{base}/releases/{release}"
+            cmds = [f"mkdir -p {rel} && git -C {self.source} archive --format=tar main "
+                    f"| tar -x -C {rel}"]
+            cmds += [f"cd {rel} && true"] * 5
+            if index == 0:
+                cmds.append(f"cd {rel} && true")  # migrate, once
+            cmds.append(f"cd {base} && ln -s {rel} releases/.current.tmp && "
+                        f"mv -T releases/.current.tmp current")
+            cmds.append(f"cd {base}/current && true")
+            cmds.append(f"cd {base}/current && true && cd {base}/releases && "
+                        f"ls | grep '^r' | sort | head -n -5 | xargs -r rm -rf")
+            chain = " && ".join(f"{ssh} {shquote(c)}" for c in cmds)
+            lines.append(f"( {chain} ) & pids+=($!)")
+        lines.append("fail=0; for p in \"${pids[@]}\"; do wait $p || fail=1; done; exit $fail")
+        path = self.dir / f"baseline-deploy-{count}{'-proxy' if known_hosts else ''}.sh"
+        path.write_text("\n".join(lines) + "\n")
+        return ["bash", str(path)]
+
+    # --- latency proxy
+
+    def start_proxy(self, count, delay_ms):
+        """One listener per host, each chunk delayed delay_ms each way. Returns (ports,
+        known_hosts file) to reach the first `count` hosts through it."""
+        hosts = self.hosts[:count]
+        ports = [free_port() for _ in hosts]
+        pairs = [f"{p}:{h.port}" for p, h in zip(ports, hosts)]
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "proxy", "--delay-ms",
+             str(delay_ms)] + pairs,
+            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        )
+        Fleet.started(proc.pid)
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit("bench: the latency proxy did not start")
+        self.proxies.append(proc)
+        known = self.dir / f"known_hosts_proxy_{delay_ms}"
+        known.write_text("".join(f"[127.0.0.1]:{p} {h.key}\n" for p, h in zip(ports, hosts)))
+        return proc, ports, known
+
+    def stop_proxy(self, proc):
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self.proxies.remove(proc)
+
+    def stop(self, keep=False):
+        self.close_masters()
+        for proc in list(self.proxies):
+            self.stop_proxy(proc)
+        for host in self.hosts:
+            host.stop()
+        if not keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.control_dir, ignore_errors=True)
+
+
+def shquote(text):
+    text = str(text)
+    if re.fullmatch(r"[A-Za-z0-9_./:=@%{}+-]+", text):
+        return text
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+# ----------------------------------------------------------------------------- deployr output
+
+
+STARTED = re.compile(r"^\S+ (\S+) (\S+) - started$")
+ACTIVATED = re.compile(
+    r"live on (\d+) hosts?: activation window ([\d.]+)s, switch skew ([\d.]+)ms")
+
+
+def remote_commands(output):
+    """Per step name: how many hosts it started on, in order of first appearance, from
+    deployr's normal-verbosity output (one `started` line per remote command)."""
+    steps = {}
+    hosts = set()
+    for line in output.splitlines():
+        m = STARTED.match(line)
+        if m:
+            hosts.add(m.group(1))
+            steps[m.group(2)] = steps.get(m.group(2), 0) + 1
+    return steps, len(hosts)
+
+
+def step_table(output):
+    """The final table of step durations per host: {step: [seconds per host]}."""
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("host "):
+            header = line.split()
+            durations = {step: [] for step in header[1:]}
+            for row in lines[i + 1:]:
+                cells = row.split()
+                if len(cells) != len(header) or not cells[0].startswith("web"):
+                    break
+                for step, cell in zip(header[1:], cells[1:]):
+                    if cell.endswith("s"):
+                        durations[step].append(float(cell[:-1]))
+            return durations
+    return {}
+
+
+# ----------------------------------------------------------------------------- scenarios
+
+
+class Bench:
+    def __init__(self, fleet, reps, results):
+        self.fleet = fleet
+        self.reps = reps
+        self.results = results
+
+    def alternate(self, key, variants):
+        """variants: [(label, argv-or-callable)], run in turn `reps` times; returns
+        {label: [Measured]} and stores the numbers under results[key]."""
+        runs = {label: [] for label, _ in variants}
+        for rep in range(self.reps):
+            for label, argv in variants:
+                if callable(argv):
+                    argv = argv(rep)
+                runs[label].append(measure(argv, self.fleet.env, self.fleet.dir,
+                                           f"{key} {label} (run {rep + 1})"))
+        self.results[key] = {label: [m.as_dict() for m in ms] for label, ms in runs.items()}
+        return runs
+
+    def table(self, title, runs, reference=None, per_host=None):
+        out(f"\n#### {title}\n")
+        out("| variant | median s | min–max s | ratio vs deployr | machine CPU s (median) "
+            "| client CPU s | client peak RSS MiB |" + (" machine CPU ms/host |" if per_host else ""))
+        out("|---|---|---|---|---|---|---|" + ("---|" if per_host else ""))
+        deployr = median([m.wall for m in runs["deployr"]])
+        for label, ms in runs.items():
+            walls = [m.wall for m in ms]
+            ratio = deployr / median(walls) if label != "deployr" else None
+            row = (f"| {label} | {fmt_s(median(walls))} | {spread(walls)} | "
+                   f"{'deployr/this = %.2f' % ratio if ratio else '–'} | "
+                   f"{median([m.cpu for m in ms]):.2f} | {median([m.own_cpu for m in ms]):.2f} | "
+                   f"{max(m.maxrss_kb for m in ms) / 1024:.1f} |")
+            if per_host:
+                row += f" {1000 * median([m.cpu for m in ms]) / per_host:.1f} |"
+            out(row)
+
+    # 1. fan-out
+
+    def fanout(self, sizes):
+        out("\n### 1. fan-out: `deployr run t` (`true`) vs `xargs -P N ssh ... true`\n")
+        for count in sizes:
+            fleet = self.fleet
+            hosts = fleet.hosts[:count]
+            ports = [h.port for h in hosts]
+            file = fleet.fanout_file(count)
+            fleet.open_masters(ports)
+            runs = self.alternate(f"fanout-{count}", [
+                ("deployr", fleet.deployr_argv(file, "run", "t")),
+                ("ssh fresh", fleet.xargs_argv(ports)),
+                ("ssh ControlMaster", fleet.xargs_argv(ports, control=True)),
+            ])
+            self.table(f"N = {count}", runs, per_host=count)
+            d = median([m.wall for m in runs["deployr"]])
+            f = median([m.wall for m in runs["ssh fresh"]])
+            target = "met" if d <= 0.7 * f else "MISSED"
+            out(f"\nratio deployr/ssh-fresh = {d / f:.2f} (target ≤ 0.70: "
+                f"{target if count in (20, 50) else 'no target at this N'}); "
+                f"deployr CPU {1000 * median([m.own_cpu for m in runs['deployr']]) / count:.1f} "
+                f"ms/host, ssh clients {1000 * median([m.own_cpu for m in runs['ssh fresh']]) / count:.1f}"
+                " ms/host")
+
+    # 2. deploy
+
+    def deploy(self, count):
+        fleet = self.fleet
+        out(f"\n### 2. deploy, N = {count}: `deployr deploy` (10 steps) vs sequential ssh "
+            "calls per host over ControlMaster, hosts in parallel\n")
+        file = fleet.deploy_file(count)
+        ports = [h.port for h in fleet.hosts[:count]]
+        fleet.open_masters(ports)
+        # Warm up: the first deploy clones every host's mirror; every timed one only fetches.
+        measure(fleet.deployr_argv(file, "deploy"), fleet.env, fleet.dir, "warm-up deploy")
+        trace = measure(fleet.deployr_argv(file, "deploy", quiet=False), fleet.env, fleet.dir,
+                        "traced deploy")
+        counter = iter(range(1, 10 ** 6))
+        runs = self.alternate(f"deploy-{count}", [
+            ("deployr", fleet.deployr_argv(file, "deploy")),
+            ("ssh ControlMaster", lambda rep: fleet.baseline_deploy_script(
+                count, f"r{next(counter):05d}", ports)),
+        ])
+        self.table(f"N = {count}", runs, per_host=count)
+        d = median([m.wall for m in runs["deployr"]])
+        b = median([m.wall for m in runs["ssh ControlMaster"]])
+        out(f"\nratio deployr/baseline = {d / b:.2f} (target ≤ 0.60: "
+            f"{'met' if d <= 0.6 * b else 'MISSED'})")
+        self.explain_deploy(trace.output, count, f"deploy-{count}")
+
+    def explain_deploy(self, output, count, key):
+        steps, hosts = remote_commands(output)
+        durations = step_table(output)
+        own = ["lock", "check", "resolve", "code", "prepared", "state", "switch", "finish",
+               "unlock"]
+        out(f"\nRemote commands in one traced `deployr deploy` (normal verbosity), {hosts} hosts;"
+            " each is a channel open + exec, and every step waits for all hosts (barrier):\n")
+        out("| step | hosts | kind | slowest host s | median host s |")
+        out("|---|---|---|---|---|")
+        total_slowest = 0.0
+        for step, n in steps.items():
+            ds = durations.get(step, [])
+            slowest = max(ds) if ds else float("nan")
+            total_slowest += slowest if ds else 0
+            kind = "deployr bookkeeping" if step in own else "deployfile step"
+            out(f"| {step} | {n} | {kind} | {fmt_s(slowest)} | {fmt_s(median(ds))} |")
+        per_host = sum(steps.values()) / max(hosts, 1)
+        own_per_host = sum(n for s, n in steps.items() if s in own) / max(hosts, 1)
+        out(f"\n{len(steps)} sequential steps; {per_host:.2f} remote commands per host, "
+            f"{own_per_host:.2f} of them deployr's own; sum of slowest-host step times "
+            f"{total_slowest:.2f} s")
+        self.results[key + "-trace"] = {"steps": steps, "hosts": hosts,
+                                        "durations": durations}
+
+    # 3. switch skew
+
+    def skew(self, sizes):
+        fleet = self.fleet
+        out("\n### 3. switch skew observed from outside: a thread polls readlink(current) "
+            "of every host during `deployr activate`\n")
+        out("| N | outside skew median ms | min–max ms | deployr's own figure median ms "
+            "| activation window median s | watcher loop median/max ms | target | met |")
+        out("|---|---|---|---|---|---|---|---|")
+        for count in sizes:
+            file = fleet.deploy_file(count)
+            measure(fleet.deployr_argv(file, "deploy"), fleet.env, fleet.dir, "warm-up deploy")
+            outside, reported, windows, loops, loop_max = [], [], [], [], []
+            for rep in range(self.reps):
+                measure(fleet.deployr_argv(file, "prepare"), fleet.env, fleet.dir, "prepare")
+                watcher = Watcher([h.deploy_to / "current" for h in fleet.hosts[:count]])
+                watcher.start()
+                run = measure(fleet.deployr_argv(file, "activate", quiet=False), fleet.env,
+                              fleet.dir, f"activate (run {rep + 1})")
+                watcher.finish()
+                if None in watcher.changed:
+                    raise SystemExit("bench: the watcher missed a host's switch")
+                outside.append(1000 * (max(watcher.changed) - min(watcher.changed)))
+                loops.append(1000 * watcher.loop_median())
+                loop_max.append(1000 * watcher.max_gap)
+                m = ACTIVATED.search(run.output)
+                if not m:
+                    raise SystemExit("bench: deployr printed no activation summary:\n"
+                                     + run.output[-2000:])
+                windows.append(float(m.group(2)))
+                reported.append(float(m.group(3)))
+            target = 5 if count <= 20 else 20
+            met = "met" if median(outside) <= target else "MISSED"
+            out(f"| {count} | {median(outside):.1f} | {min(outside):.1f}–{max(outside):.1f} | "
+                f"{median(reported):.1f} | {median(windows):.2f} | {median(loops):.2f}/"
+                f"{max(loop_max):.2f} | ≤ {target} ms | {met} |")
+            self.results[f"skew-{count}"] = {"outside_ms": outside, "deployr_ms": reported,
+                                            "window_s": windows, "loop_ms": loops}
+
+    # 4. latency
+
+    def latency(self, fanout_sizes, deploy_count):
+        fleet = self.fleet
+        out(f"\n### 4. latency: through a TCP proxy that delays every chunk "
+            f"{1000 * RTT / 2:.0f} ms each way (RTT {1000 * RTT:.0f} ms)\n")
+        out("Round trips on the critical path = (median through the 10 ms proxy − median "
+            "through a 0 ms proxy) / RTT; both proxies run the same Python code, so the proxy's "
+            "own cost cancels out. Direct = no proxy.\n")
+        out("| scenario | variant | direct median s | 0 ms proxy median s | 20 ms RTT median s "
+            "| min–max s (20 ms) | ratio vs deployr (20 ms) | round trips |")
+        out("|---|---|---|---|---|---|---|---|")
+        largest = max(fanout_sizes + [deploy_count])
+        proxies = {d: fleet.start_proxy(largest, d) for d in (0, 10)}
+        try:
+            for count in fanout_sizes:
+                variants = {}
+                for delay, (_, ports, known) in proxies.items():
+                    file = fleet.fanout_file(count, ports[:count], known, tag=f"-proxy{delay}")
+                    fleet.open_masters(ports[:count], known)
+                    variants[delay] = self.alternate(f"latency-fanout-{count}-{delay}ms", [
+                        ("deployr", fleet.deployr_argv(file, "run", "t")),
+                        ("ssh fresh", fleet.xargs_argv(ports[:count], known)),
+                        ("ssh ControlMaster", fleet.xargs_argv(ports[:count], known,
+                                                               control=True)),
+                    ])
+                self.latency_rows(f"fan-out N={count}", variants, f"fanout-{count}")
+            count = deploy_count
+            variants = {}
+            for delay, (_, ports, known) in proxies.items():
+                file = fleet.deploy_file(count, ports[:count], known, tag=f"-proxy{delay}")
+                fleet.open_masters(ports[:count], known)
+                measure(fleet.deployr_argv(file, "deploy"), fleet.env, fleet.dir,
+                        "warm-up deploy")
+                counter = iter(range(1, 10 ** 6))
+                variants[delay] = self.alternate(f"latency-deploy-{count}-{delay}ms", [
+                    ("deployr", fleet.deployr_argv(file, "deploy")),
+                    ("ssh ControlMaster", lambda rep, ports=ports, known=known, delay=delay:
+                        fleet.baseline_deploy_script(count, f"r9{delay}{next(counter):04d}",
+                                                     ports[:count], known)),
+                ])
+            self.latency_rows(f"deploy N={count}", variants, f"deploy-{count}")
+        finally:
+            for proc, _, _ in proxies.values():
+                fleet.stop_proxy(proc)
+        self.latency_targets(deploy_count)
+
+    def latency_rows(self, scenario, variants, direct_key):
+        direct = self.results.get(direct_key, {})
+        deployr20 = median([m.wall for m in variants[10]["deployr"]])
+        rts = {}
+        for label in variants[10]:
+            w0 = median([m.wall for m in variants[0][label]])
+            w10 = [m.wall for m in variants[10][label]]
+            rt = (median(w10) - w0) / RTT
+            rts[label] = rt
+            d = direct.get(label)
+            dmed = fmt_s(median([m["wall"] for m in d])) if d else "–"
+            ratio = "–" if label == "deployr" else f"{deployr20 / median(w10):.2f}"
+            out(f"| {scenario} | {label} | {dmed} | {fmt_s(w0)} | {fmt_s(median(w10))} | "
+                f"{spread(w10)} | {ratio} | {rt:.1f} |")
+        self.results[f"latency-{scenario}-round-trips"] = rts
+
+    def latency_targets(self, count):
+        rts = self.results.get(f"latency-deploy N={count}-round-trips", {})
+        zero = self.results.get(f"latency-deploy-{count}-0ms", {}).get("deployr")
+        ten = self.results.get(f"latency-deploy-{count}-10ms", {}).get("deployr")
+        if not (rts and zero and ten):
+            return
+        # What the protocol requires for this deploy, with every host in parallel and
+        # connections opened once: TCP connect 1, SSH version + KEXINIT 1, ECDH 1, NEWKEYS +
+        # service request 1, publickey auth 1 (signature sent at once) = 5 to be connected; then
+        # one exec-to-exit per dependent step when channels are opened ahead (pipelined):
+        # code, 5 prepare, migrate, switch, 2 after-switch = 10; plus the 3 bookkeeping
+        # round trips per phase the issue allows, batched: lock+state, prepared marker folded
+        # into the last prepare step, finish+unlock = 2; total 17.
+        required = 5 + 10 + 2
+        w0 = median([m["wall"] for m in zero])
+        w10 = median([m["wall"] for m in ten])
+        bound = 1.1 * (required * RTT + w0)
+        out(f"\ndeploy with 20 ms RTT: deployr {w10:.3f} s vs target 1.1 × ({required} round "
+            f"trips × {RTT * 1000:.0f} ms + {w0:.3f} s at 0 ms) = {bound:.3f} s: "
+            f"{'met' if w10 <= bound else 'MISSED'}; deployr left "
+            f"{rts.get('deployr', float('nan')):.1f} round trips on the critical path "
+            f"(required: {required})")
+
+    # 5. memory
+
+    def memory(self, count, deploy_reps):
+        fleet = self.fleet
+        out(f"\n### 5. memory: deployr's peak RSS (wait4 ru_maxrss = VmHWM) at N = {count}\n")
+        rows = []
+        fan = self.results.get(f"fanout-{count}", {}).get("deployr")
+        if not fan:
+            file = fleet.fanout_file(count)
+            fan = [measure(fleet.deployr_argv(file, "run", "t"), fleet.env, fleet.dir,
+                           "run t").as_dict() for _ in range(self.reps)]
+        rows.append(("run t", fan))
+        file = fleet.deploy_file(count)
+        measure(fleet.deployr_argv(file, "deploy"), fleet.env, fleet.dir, "warm-up deploy")
+        dep = [measure(fleet.deployr_argv(file, "deploy"), fleet.env, fleet.dir,
+                       f"deploy N={count}").as_dict() for _ in range(deploy_reps)]
+        rows.append(("deploy", dep))
+        self.results[f"memory-deploy-{count}"] = dep
+        out("| command | runs | peak RSS MiB (max) | wall median s | deployr CPU s median "
+            "| deployr CPU ms/host | machine CPU ms/host | target | met |")
+        out("|---|---|---|---|---|---|---|---|---|")
+        for name, ms in rows:
+            rss = max(m["maxrss_kb"] for m in ms) / 1024
+            own = median([m["own_cpu"] for m in ms])
+            out(f"| {name} | {len(ms)} | {rss:.1f} | {median([m['wall'] for m in ms]):.3f} | "
+                f"{own:.2f} | {1000 * own / count:.1f} | "
+                f"{1000 * median([m['cpu'] for m in ms]) / count:.1f} | ≤ 64 MiB | "
+                f"{'met' if rss <= 64 else 'MISSED'} |")
+        # CPU per host across N: the fan-out runs and the deploys at each N measured.
+        out("\nCPU per host across N (medians; deployr's own CPU from wait4, machine CPU from "
+            "/proc/stat):\n")
+        out("| command | N | deployr CPU ms/host | machine CPU ms/host |")
+        out("|---|---|---|---|")
+        for key in sorted(self.results, key=natural):
+            m = re.fullmatch(r"(fanout|deploy|memory-deploy)-(\d+)", key)
+            if not m:
+                continue
+            data = self.results[key]
+            ms = data if isinstance(data, list) else data.get("deployr", [])
+            if not ms:
+                continue
+            n = int(m.group(2))
+            name = "run t" if m.group(1) == "fanout" else "deploy"
+            out(f"| {name} | {n} | {1000 * median([x['own_cpu'] for x in ms]) / n:.1f} | "
+                f"{1000 * median([x['cpu'] for x in ms]) / n:.1f} |")
+
+
+def natural(key):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key)]
+
+
+class Watcher(threading.Thread):
+    """Polls readlink() of every host's `current` in a tight loop and records when each one
+    first differs from what it was when the watcher started."""
+
+    def __init__(self, paths):
+        super().__init__(daemon=True)
+        self.paths = [str(p) for p in paths]
+        self.initial = [self.read(p) for p in self.paths]
+        self.changed = [None] * len(self.paths)
+        self.stopping = False
+        self.gaps = []
+        self.max_gap = 0.0
+
+    @staticmethod
+    def read(path):
+        try:
+            return os.readlink(path)
+        except OSError:
+            return None
+
+    def run(self):
+        remaining = list(range(len(self.paths)))
+        last = time.perf_counter()
+        while remaining and not self.stopping:
+            still = []
+            for i in remaining:
+                try:
+                    value = os.readlink(self.paths[i])
+                except OSError:
+                    value = None
+                if value != self.initial[i]:
+                    self.changed[i] = time.perf_counter()
+                else:
+                    still.append(i)
+            remaining = still
+            now = time.perf_counter()
+            gap = now - last
+            last = now
+            if len(self.gaps) < 1_000_000:
+                self.gaps.append(gap)
+            if gap > self.max_gap and self.changed.count(None) < len(self.paths):
+                # only gaps once the switch began matter for the skew's resolution
+                self.max_gap = gap
+
+    def finish(self):
+        self.stopping = True
+        self.join()
+
+    def loop_median(self):
+        return median(self.gaps)
+
+
+# ----------------------------------------------------------------------------- latency proxy
+
+
+async def proxy_main(delay, pairs):
+    async def pipe(reader, writer):
+        loop = asyncio.get_running_loop()
+        queue = asyncio.Queue()
+
+        async def pump():
+            while True:
+                data = await reader.read(1 << 18)
+                queue.put_nowait((loop.time() + delay, data))
+                if not data:
+                    return
+
+        async def deliver():
+            while True:
+                due, data = await queue.get()
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if not data:
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    return
+                writer.write(data)
+                await writer.drain()
+
+        await asyncio.gather(pump(), deliver())
+
+    def nodelay(writer):
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def handler(target):
+        async def handle(reader, writer):
+            try:
+                r2, w2 = await asyncio.open_connection("127.0.0.1", target)
+            except OSError:
+                writer.close()
+                return
+            nodelay(writer)
+            nodelay(w2)
+            tasks = [asyncio.ensure_future(pipe(reader, w2)),
+                     asyncio.ensure_future(pipe(r2, writer))]
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            finally:
+                for task in tasks:
+                    if not task.done():
+                        if any(t.done() and t.exception() for t in tasks):
+                            task.cancel()
+                        else:
+                            try:
+                                await task
+                            except Exception:
+                                pass
+                for w in (writer, w2):
+                    w.close()
+        return handle
+
+    servers = []
+    for pair in pairs:
+        listen, target = (int(x) for x in pair.split(":"))
+        servers.append(await asyncio.start_server(handler(target), "127.0.0.1", listen,
+                                                  backlog=1024))
+    print("ready", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    await stop.wait()
+    for server in servers:
+        server.close()
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "proxy":
+        parser = argparse.ArgumentParser(prog="run.py proxy")
+        parser.add_argument("--delay-ms", type=float, required=True)
+        parser.add_argument("pairs", nargs="+")
+        args = parser.parse_args(sys.argv[2:])
+        asyncio.run(proxy_main(args.delay_ms / 1000, args.pairs))
+        return
+
+    parser = argparse.ArgumentParser(description="deployr benchmarks (issue 6)")
+    parser.add_argument("--quick", action="store_true",
+                        help="every scenario once at N = 5 (CI keeps the harness working)")
+    parser.add_argument("--only", default="fanout,deploy,skew,latency,memory",
+                        help="comma-separated scenarios")
+    parser.add_argument("--reps", type=int, help="runs per variant (default 5, quick 1)")
+    parser.add_argument("--fanout-sizes", default="20,50,200")
+    parser.add_argument("--deploy-size", type=int, default=20)
+    parser.add_argument("--skew-sizes", default="20,100")
+    parser.add_argument("--latency-fanout-sizes", default="20")
+    parser.add_argument("--memory-size", type=int, default=200)
+    parser.add_argument("--memory-deploy-reps", type=int, default=3)
+    parser.add_argument("--deployr", default=str(ROOT / "target" / "release" / "deployr"))
+    parser.add_argument("--json", help="write every measurement here")
+    parser.add_argument("--keep", action="store_true", help="keep the fleet's temp dir")
+    args = parser.parse_args()
+
+    if args.quick:
+        fanout_sizes, deploy_size, skew_sizes = [5], 5, [5]
+        latency_sizes, memory_size, reps, memory_reps = [5], 5, 1, 1
+    else:
+        fanout_sizes = [int(x) for x in args.fanout_sizes.split(",") if x]
+        deploy_size = args.deploy_size
+        skew_sizes = [int(x) for x in args.skew_sizes.split(",") if x]
+        latency_sizes = [int(x) for x in args.latency_fanout_sizes.split(",") if x]
+        memory_size, reps, memory_reps = args.memory_size, 5, args.memory_deploy_reps
+    reps = args.reps or reps
+    only = set(args.only.split(","))
+    deployr = Path(args.deployr)
+    if not deployr.exists():
+        raise SystemExit(f"bench: {deployr} is missing; run `cargo build --release` first")
+
+    needed = 0
+    if "fanout" in only:
+        needed = max(needed, *fanout_sizes)
+    if "deploy" in only:
+        needed = max(needed, deploy_size)
+    if "skew" in only:
+        needed = max(needed, *skew_sizes)
+    if "latency" in only:
+        needed = max(needed, deploy_size, *latency_sizes)
+    if "memory" in only:
+        needed = max(needed, memory_size)
+
+    Fleet.pidfile = os.environ.get("BENCH_PIDFILE")
+    started = time.time()
+    log(f"bench: starting {needed} sshd hosts")
+    fleet = Fleet(needed, deployr)
+    stopping = []
+
+    def on_signal(signum, _frame):
+        if not stopping:
+            stopping.append(signum)
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    results = {}
+    try:
+        log(f"bench: {needed} hosts up in {time.time() - started:.1f}s ({fleet.dir})")
+        out("## Results\n")
+        out(f"- command: `bench/run.sh{' --quick' if args.quick else ''}`")
+        out(f"- date: {subprocess.run(['date', '-u'], capture_output=True, text=True).stdout.strip()}")
+        out(f"- nproc: {os.cpu_count()}; runs per variant: {reps}; deployr: "
+            f"`{subprocess.run([str(deployr), '--version'], capture_output=True, text=True).stdout.strip()}`"
+            f" ({deployr})")
+        out(f"- OpenSSH: {subprocess.run(['ssh', '-V'], capture_output=True, text=True).stderr.strip()}")
+        out(f"- load average at start: {open('/proc/loadavg').read().split()[:3]}")
+        bench = Bench(fleet, reps, results)
+        sections = [
+            ("fanout", lambda: bench.fanout(fanout_sizes)),
+            ("deploy", lambda: bench.deploy(deploy_size)),
+            ("skew", lambda: bench.skew(skew_sizes)),
+            ("latency", lambda: bench.latency(latency_sizes, deploy_size)),
+            ("memory", lambda: bench.memory(memory_size, memory_reps)),
+        ]
+        for name, section in sections:
+            if name in only:
+                t0 = time.time()
+                section()
+                log(f"bench: {name} took {time.time() - t0:.0f}s")
+        out(f"\nTotal harness time: {time.time() - started:.0f} s")
+    finally:
+        fleet.stop(keep=args.keep)
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
