@@ -71,25 +71,39 @@ class Measured:
         }
 
 
+TIME = shutil.which("time", path="/usr/bin:/bin")
+
+
 def measure(argv, env, cwd, label, check=True):
-    """Runs argv to completion; wall time, machine CPU delta, and the process tree's own CPU and
-    peak RSS from wait4 (children that were waited for included)."""
-    with tempfile.TemporaryFile() as output:
+    """Runs argv to completion: wall time, the whole machine's CPU delta (/proc/stat), and the
+    process tree's own CPU from wait4 (children that were waited for included). Peak RSS comes
+    from GNU time's %M when /usr/bin/time exists: a child forked from this Python starts with
+    Python's RSS as its high-water mark, so wait4's ru_maxrss would never read below ~25 MiB;
+    without GNU time, VmHWM is polled from /proc/PID/status instead."""
+    with tempfile.TemporaryFile() as output, tempfile.NamedTemporaryFile("r") as rss:
+        wrapped = [TIME, "-q", "-f", "%M", "-o", rss.name] + list(argv) if TIME else argv
         cpu0 = machine_cpu()
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=output,
+            wrapped, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=output,
             stderr=subprocess.STDOUT,
         )
+        hwm = 0
+        if not TIME:
+            hwm = poll_hwm(proc.pid)
         _, status, usage = os.wait4(proc.pid, 0)
         t1 = time.perf_counter()
         cpu1 = machine_cpu()
         proc.returncode = os.waitstatus_to_exitcode(status)
         output.seek(0)
         text = output.read().decode(errors="replace")
+        if TIME:
+            try:
+                hwm = int(rss.read().split()[-1])
+            except (ValueError, IndexError):
+                hwm = 0
     result = Measured(
-        t1 - t0, cpu1 - cpu0, usage.ru_utime + usage.ru_stime, usage.ru_maxrss,
-        proc.returncode, text,
+        t1 - t0, cpu1 - cpu0, usage.ru_utime + usage.ru_stime, hwm, proc.returncode, text,
     )
     if check and result.code != 0:
         raise SystemExit(
@@ -97,6 +111,23 @@ def measure(argv, env, cwd, label, check=True):
             + text[-4000:]
         )
     return result
+
+
+def poll_hwm(pid):
+    """The largest VmHWM seen in /proc/PID/status until the process exits (a zombie has none)."""
+    hwm = 0
+    while True:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        hwm = max(hwm, int(line.split()[1]))
+                        break
+                else:
+                    return hwm
+        except OSError:
+            return hwm
+        time.sleep(0.005)
 
 
 def median(values):
@@ -135,12 +166,19 @@ def sshd_path():
 
 
 class Host:
+    # False: sessions get an empty HOME of their own (sshd `SetEnv HOME=`), so that the login
+    # user's ~/.bashrc, which bash sources for every command sshd runs, is not part of every
+    # figure (on the machine this harness was written on, root's runs `pyenv init`: ~0.2 s of
+    # CPU per remote command). --real-home keeps the account's real HOME.
+    real_home = False
+
     def __init__(self, root, index, authorized_keys):
         self.name = f"web{index}"
         self.dir = root / "hosts" / self.name
         self.deploy_to = self.dir / "srv"
         self.base_to = self.dir / "base"  # the baseline deploy's own deploy_to
         self.deploy_to.mkdir(parents=True)
+        (self.dir / "home").mkdir()
         (self.base_to / "releases").mkdir(parents=True)
         host_key = self.dir / "host_ed25519"
         keygen(host_key)
@@ -162,6 +200,7 @@ class Host:
                 "PubkeyAuthentication yes\nUsePAM no\nStrictModes no\nPermitRootLogin yes\n"
                 "LogLevel VERBOSE\nMaxStartups 500\nMaxSessions 20\n"
                 "Subsystem sftp internal-sftp\n"
+                + ("" if Host.real_home else f"SetEnv HOME={self.dir / 'home'}\n")
             )
             with open(self.dir / "sshd.log", "wb") as logfile:
                 proc = subprocess.Popen(
@@ -635,6 +674,7 @@ class Bench:
                 ])
             self.latency_rows(f"deploy N={count}", variants, f"deploy-{count}")
         finally:
+            fleet.close_masters()
             for proc, _, _ in proxies.values():
                 fleet.stop_proxy(proc)
         self.latency_targets(deploy_count)
@@ -720,7 +760,8 @@ class Bench:
             if not ms:
                 continue
             n = int(m.group(2))
-            name = "run t" if m.group(1) == "fanout" else "deploy"
+            name = {"fanout": "run t", "deploy": "deploy (scenario 2)",
+                    "memory-deploy": "deploy (scenario 5)"}[m.group(1)]
             out(f"| {name} | {n} | {1000 * median([x['own_cpu'] for x in ms]) / n:.1f} | "
                 f"{1000 * median([x['cpu'] for x in ms]) / n:.1f} |")
 
@@ -818,29 +859,24 @@ async def proxy_main(delay, pairs):
 
     def handler(target):
         async def handle(reader, writer):
+            w2 = None
             try:
                 r2, w2 = await asyncio.open_connection("127.0.0.1", target)
-            except OSError:
-                writer.close()
-                return
-            nodelay(writer)
-            nodelay(w2)
-            tasks = [asyncio.ensure_future(pipe(reader, w2)),
-                     asyncio.ensure_future(pipe(r2, writer))]
-            try:
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                nodelay(writer)
+                nodelay(w2)
+                tasks = [asyncio.ensure_future(pipe(reader, w2)),
+                         asyncio.ensure_future(pipe(r2, writer))]
+                done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                if any(not t.cancelled() and t.exception() for t in done):
+                    for task in pending:
+                        task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            except (OSError, asyncio.CancelledError):
+                pass
             finally:
-                for task in tasks:
-                    if not task.done():
-                        if any(t.done() and t.exception() for t in tasks):
-                            task.cancel()
-                        else:
-                            try:
-                                await task
-                            except Exception:
-                                pass
                 for w in (writer, w2):
-                    w.close()
+                    if w is not None:
+                        w.close()
         return handle
 
     servers = []
@@ -885,6 +921,8 @@ def main():
     parser.add_argument("--deployr", default=str(ROOT / "target" / "release" / "deployr"))
     parser.add_argument("--json", help="write every measurement here")
     parser.add_argument("--keep", action="store_true", help="keep the fleet's temp dir")
+    parser.add_argument("--real-home", action="store_true",
+                        help="remote sessions keep the login user's HOME (and its ~/.bashrc)")
     args = parser.parse_args()
 
     if args.quick:
@@ -898,7 +936,7 @@ def main():
         memory_size, reps, memory_reps = args.memory_size, 5, args.memory_deploy_reps
     reps = args.reps or reps
     only = set(args.only.split(","))
-    deployr = Path(args.deployr)
+    deployr = Path(args.deployr).resolve()
     if not deployr.exists():
         raise SystemExit(f"bench: {deployr} is missing; run `cargo build --release` first")
 
@@ -915,6 +953,7 @@ def main():
         needed = max(needed, memory_size)
 
     Fleet.pidfile = os.environ.get("BENCH_PIDFILE")
+    Host.real_home = args.real_home
     started = time.time()
     log(f"bench: starting {needed} sshd hosts")
     fleet = Fleet(needed, deployr)

@@ -45,12 +45,28 @@ pub struct GlobalArgs {
     /// Wait this long for a deploy lock held by someone else (e.g. "5m") instead of failing.
     #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub lock_wait: Option<std::time::Duration>,
-    /// Show connection times too.
+    /// Write one JSON event per line to stdout (human output goes to stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Plain lines even on a terminal (no live progress bars).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    /// Colour on a terminal: auto (unless NO_COLOR is set), always or never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// Show connection times too, and every output line under the progress bars.
     #[arg(short, long, global = true, conflicts_with = "quiet")]
     pub verbose: bool,
     /// Show only failures.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,8 +121,36 @@ pub enum Command {
     /// Remove a stale deploy lock (left by a killed deployr), saying whose it was.
     #[command(after_help = "Example:\n  deployr unlock")]
     Unlock,
+    /// Write a commented starter deployfile (never overwrites one).
+    #[command(after_help = "Example:\n  deployr init && $EDITOR deployfile.toml")]
+    Init,
+    /// Print a shell completion script.
+    #[command(after_help = "Example:\n  deployr completions bash > /etc/bash_completion.d/deployr")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Connect, authenticate and verify host keys, check that deploy_to is writable and git is
     /// present, and run the [[check]] entries. Changes nothing.
     #[command(after_help = "Example:\n  deployr check --roles web")]
     Check,
+}
+
+impl Command {
+    /// The command as typed, for events and the lock's owner line.
+    pub fn name(&self) -> String {
+        match self {
+            Command::Run { task } => format!("run {task}"),
+            Command::Prepare { .. } => "prepare".into(),
+            Command::Activate { .. } => "activate".into(),
+            Command::Deploy { .. } => "deploy".into(),
+            Command::Rollback { .. } => "rollback".into(),
+            Command::Status => "status".into(),
+            Command::Releases => "releases".into(),
+            Command::Unlock => "unlock".into(),
+            Command::Check => "check".into(),
+            Command::Init => "init".into(),
+            Command::Completions { .. } => "completions".into(),
+        }
+    }
 }

@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -31,11 +32,18 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(deployr::cmd::main(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let json = cli.global.json;
+    let (code, message) = match runtime.block_on(deployr::cmd::main(cli)) {
+        Ok(()) => (0, None),
         Err(failed) => {
-            eprintln!("error: {}", failed.message());
-            ExitCode::from(exit_code(&failed.error))
+            let message = failed.message();
+            eprintln!("error: {message}");
+            (exit_code(&failed.error), Some(message))
         }
+    };
+    if json {
+        let event = deployr::report::json::finished(code, message.as_deref());
+        let _ = writeln!(std::io::stdout(), "{event}");
     }
+    ExitCode::from(code)
 }

@@ -5,6 +5,7 @@ mod support;
 mod deployfile_errors;
 mod example;
 mod faults;
+mod output;
 mod releases;
 mod run;
 mod ssh;

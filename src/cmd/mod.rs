@@ -3,6 +3,7 @@
 
 mod activate;
 mod check;
+mod init;
 mod prepare;
 mod status;
 mod task;
@@ -10,13 +11,13 @@ mod task;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cli::{Cli, Command, GlobalArgs};
+use crate::cli::{Cli, ColorChoice, Command, GlobalArgs};
 use crate::deployfile::Deployfile;
 use crate::error::Error;
 use crate::inventory::{Host, Selection};
 use crate::plan::{self, Plan, PlannedStep};
 use crate::release::{self, HostState};
-use crate::report::{self, EventKind, Events, Masker, Reporter, Verbosity};
+use crate::report::{self, EventKind, Events, Masker, Reporter, Style, Verbosity};
 use crate::run::{self, HostResult};
 use crate::transport::{Cancel, Connection};
 
@@ -53,11 +54,15 @@ pub struct Context {
     pub token: String,
     /// How long to wait for a held lock (`--lock-wait`); zero fails at once.
     pub lock_wait: Duration,
+    pub style: Style,
+    /// The command line's command, for the `run_started` event and the lock.
+    pub command: String,
 }
 
 impl Context {
     pub fn load(
         args: &GlobalArgs,
+        command: String,
         cancel: Cancel,
         busy: Arc<Mutex<String>>,
     ) -> Result<Context, Error> {
@@ -95,17 +100,15 @@ impl Context {
                 now.timestamp_nanos_opt().unwrap_or_default()
             ),
             lock_wait: args.lock_wait.unwrap_or_default(),
+            style: style(args),
+            command,
             hosts,
             deployfile,
         })
     }
 
     fn reporter(&self) -> Reporter {
-        Reporter::new(
-            Box::new(std::io::stdout()),
-            self.masker.clone(),
-            self.verbosity,
-        )
+        Reporter::new(self.style, self.masker.clone(), self.verbosity)
     }
 
     /// What a second Ctrl-C reports.
@@ -132,6 +135,10 @@ pub struct Session<'a> {
 impl<'a> Session<'a> {
     /// Connects to every selected host; if any cannot be reached, none is used.
     async fn open(context: &'a Context, events: &Events) -> Result<Session<'a>, Error> {
+        events.send(EventKind::RunStarted {
+            command: context.command.clone(),
+            hosts: context.hosts.iter().map(|h| h.name.clone()).collect(),
+        });
         let connections = run::connect_all(&context.hosts, context.concurrency, events)
             .await
             .map_err(Error::Connect)?;
@@ -324,9 +331,40 @@ fn operator() -> String {
     format!("{user}@{machine}")
 }
 
+/// Progress bars on a terminal, plain lines elsewhere, JSON on request.
+fn style(args: &GlobalArgs) -> Style {
+    use std::io::IsTerminal;
+    if args.json {
+        return Style::Json;
+    }
+    if args.no_progress || !std::io::stdout().is_terminal() {
+        return Style::Plain;
+    }
+    let color = match args.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+    };
+    Style::Progress { color }
+}
+
 pub async fn main(cli: Cli) -> Result<(), Failed> {
+    let unmasked = |error| Failed {
+        error,
+        masker: Masker::default(),
+    };
+    match &cli.command {
+        Command::Init => return init::run(&cli.global.file).map_err(unmasked),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "deployr", &mut std::io::stdout());
+            return Ok(());
+        }
+        _ => {}
+    }
     let (cancel, busy) = watch_interrupts();
-    let context = Context::load(&cli.global, cancel, busy).map_err(|error| Failed {
+    let command = cli.command.name();
+    let context = Context::load(&cli.global, command, cancel, busy).map_err(|error| Failed {
         error,
         masker: Masker::default(),
     })?;
@@ -340,6 +378,7 @@ pub async fn main(cli: Cli) -> Result<(), Failed> {
         Command::Status => status::status(&context).await,
         Command::Releases => status::releases(&context).await,
         Command::Unlock => status::unlock(&context).await,
+        Command::Init | Command::Completions { .. } => Ok(()),
     };
     result.map_err(|error| Failed {
         error,

@@ -66,7 +66,7 @@ pub struct SshHost {
 }
 
 impl SshHost {
-    fn start(root: &Path, name: &str, authorized_keys: &Path) -> SshHost {
+    fn start(root: &Path, name: &str, authorized_keys: &Path, extra: &str) -> SshHost {
         let dir = root.join("hosts").join(name);
         let deploy_to = dir.join("srv");
         std::fs::create_dir_all(&deploy_to).unwrap();
@@ -83,12 +83,14 @@ impl SshHost {
             dir,
             child: None,
         };
-        host.spawn(&host_key, authorized_keys);
+        host.spawn(&host_key, authorized_keys, extra);
         host.known_hosts_line = format!("[127.0.0.1]:{} {key}", host.port);
         host
     }
 
-    fn spawn(&mut self, host_key: &Path, authorized_keys: &Path) {
+    /// `extra` sshd_config lines come first, so they win over the defaults (for sshd, the first
+    /// value of a keyword counts).
+    fn spawn(&mut self, host_key: &Path, authorized_keys: &Path, extra: &str) {
         // sshd refuses to start as root without its privilege-separation directory.
         let _ = std::fs::create_dir_all("/run/sshd");
         for _attempt in 0..5 {
@@ -97,10 +99,10 @@ impl SshHost {
             std::fs::write(
                 &config,
                 format!(
-                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\n\
+                    "{extra}\nPort {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\n\
                      AuthorizedKeysFile {}\nPasswordAuthentication no\n\
                      KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nUsePAM no\n\
-                     StrictModes no\nPermitRootLogin yes\nLogLevel DEBUG1\nMaxStartups 200\n\
+                     StrictModes no\nPermitRootLogin yes\nLogLevel VERBOSE\nMaxStartups 200\n\
                      MaxSessions 20\nSubsystem sftp internal-sftp\n",
                     host_key.display(),
                     self.dir.join("sshd.pid").display(),
@@ -211,6 +213,11 @@ impl Fleet {
     }
 
     pub fn with_names(names: &[&str]) -> Fleet {
+        Fleet::with_config(names, "")
+    }
+
+    /// Hosts whose sshd_config starts with `extra` (e.g. a LogLevel for one test).
+    pub fn with_config(names: &[&str], extra: &str) -> Fleet {
         let dir = tempfile::Builder::new()
             .prefix("deployr-test-")
             .tempdir()
@@ -223,7 +230,7 @@ impl Fleet {
         std::fs::copy(client_key.with_extension("pub"), &authorized_keys).unwrap();
         let hosts: Vec<SshHost> = names
             .iter()
-            .map(|name| SshHost::start(dir.path(), name, &authorized_keys))
+            .map(|name| SshHost::start(dir.path(), name, &authorized_keys, extra))
             .collect();
         let known_hosts = dir.path().join("known_hosts");
         let lines: Vec<&str> = hosts.iter().map(|h| h.known_hosts_line.as_str()).collect();

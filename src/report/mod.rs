@@ -1,6 +1,9 @@
-//! The only code that writes to the screen. Host tasks send events; the reporter turns them into
-//! plain lines `TIME HOST STEP | output`, failure reports and the final table, and masks
-//! secrets in all of it.
+//! The only code that writes to the screen. Host tasks send events; the reporter shows them as
+//! live progress bars (a terminal), plain lines `TIME HOST STEP | output` (cron, CI) or JSON
+//! (`--json`), then failure reports and the final table, and masks secrets in all of it.
+
+pub mod json;
+mod progress;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
@@ -23,6 +26,11 @@ pub struct Event {
 
 #[derive(Debug, Clone)]
 pub enum EventKind {
+    /// The first event of a command that connects.
+    RunStarted {
+        command: String,
+        hosts: Vec<String>,
+    },
     Connected {
         host: String,
         duration: Duration,
@@ -125,8 +133,35 @@ pub enum Verbosity {
     Verbose,
 }
 
+/// How events are shown while the command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// One line per event; for pipes, cron and CI.
+    Plain,
+    /// One JSON object per line on stdout; the summary goes to stderr.
+    Json,
+    /// Live bars, one per host, on a terminal.
+    Progress { color: bool },
+}
+
+enum Live {
+    Plain,
+    Json,
+    Progress(Box<progress::Bars>),
+}
+
+/// Lines that progress bars replace, and lines that must be seen anyway.
+#[derive(PartialEq, Eq)]
+enum Weight {
+    Routine,
+    Output,
+    Important,
+}
+
 pub struct Reporter {
     out: Box<dyn Write + Send>,
+    summary_out: Box<dyn Write + Send>,
+    live: Live,
     masker: Masker,
     verbosity: Verbosity,
     /// Step names in the order they started, for the table's columns.
@@ -140,9 +175,19 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(out: Box<dyn Write + Send>, masker: Masker, verbosity: Verbosity) -> Reporter {
+    pub fn new(style: Style, masker: Masker, verbosity: Verbosity) -> Reporter {
+        let (summary_out, live): (Box<dyn Write + Send>, Live) = match style {
+            Style::Plain => (Box::new(std::io::stdout()), Live::Plain),
+            Style::Json => (Box::new(std::io::stderr()), Live::Json),
+            Style::Progress { color } => (
+                Box::new(std::io::stdout()),
+                Live::Progress(Box::new(progress::Bars::new(color))),
+            ),
+        };
         Reporter {
-            out,
+            out: Box::new(std::io::stdout()),
+            summary_out,
+            live,
             masker,
             verbosity,
             steps: Vec::new(),
@@ -169,26 +214,61 @@ impl Reporter {
         (Events(sender), task)
     }
 
+    /// A line of the final summary.
     fn line(&mut self, text: &str) {
         let text = self.masker.mask(text);
-        let _ = writeln!(self.out, "{text}");
+        let _ = writeln!(self.summary_out, "{text}");
+    }
+
+    /// A line while the command runs, where the style wants it.
+    fn show(&mut self, weight: Weight, text: &str) {
+        let text = self.masker.mask(text);
+        match &mut self.live {
+            Live::Plain => {
+                let _ = writeln!(self.out, "{text}");
+            }
+            Live::Json => {}
+            Live::Progress(bars) => {
+                if weight == Weight::Important
+                    || (weight == Weight::Output && self.verbosity >= Verbosity::Verbose)
+                {
+                    bars.println(&text);
+                }
+            }
+        }
     }
 
     fn handle(&mut self, event: &Event) {
         let time = event.time.to_rfc3339_opts(SecondsFormat::Secs, true);
+        match &mut self.live {
+            Live::Json => {
+                let value = json::event(event, &self.masker);
+                let _ = writeln!(self.out, "{value}");
+            }
+            Live::Progress(bars) => bars.handle(event),
+            Live::Plain => {}
+        }
         match &event.kind {
+            EventKind::RunStarted { hosts, .. } => {
+                for host in hosts {
+                    self.host_seen(host);
+                }
+            }
             EventKind::Connected { host, duration } => {
                 self.host_seen(host);
                 if self.verbosity >= Verbosity::Verbose {
-                    self.line(&format!(
-                        "{time} {host} connect - ok in {}",
-                        seconds(*duration)
-                    ));
+                    self.show(
+                        Weight::Routine,
+                        &format!("{time} {host} connect - ok in {}", seconds(*duration)),
+                    );
                 }
             }
             EventKind::ConnectFailed { host, error } => {
                 self.host_seen(host);
-                self.line(&format!("{time} {host} connect - failed: {error}"));
+                self.show(
+                    Weight::Important,
+                    &format!("{time} {host} connect - failed: {error}"),
+                );
             }
             EventKind::StepStarted { host, step } => {
                 self.host_seen(host);
@@ -196,7 +276,7 @@ impl Reporter {
                     self.steps.push(step.clone());
                 }
                 if self.verbosity >= Verbosity::Normal {
-                    self.line(&format!("{time} {host} {step} - started"));
+                    self.show(Weight::Routine, &format!("{time} {host} {step} - started"));
                 }
             }
             EventKind::Output {
@@ -208,7 +288,7 @@ impl Reporter {
                 }
                 tail.push_back(line.clone());
                 if self.verbosity >= Verbosity::Normal {
-                    self.line(&format!("{time} {host} {step} | {line}"));
+                    self.show(Weight::Output, &format!("{time} {host} {step} | {line}"));
                 }
             }
             EventKind::StepFinished {
@@ -221,21 +301,27 @@ impl Reporter {
                     .insert((host.clone(), step.clone()), (outcome.clone(), *duration));
                 if outcome.success() {
                     if self.verbosity >= Verbosity::Normal {
-                        self.line(&format!(
-                            "{time} {host} {step} - ok in {}",
-                            seconds(*duration)
-                        ));
+                        self.show(
+                            Weight::Routine,
+                            &format!(
+                                "{time} {host} {step} - ok in {} (exit status 0)",
+                                seconds(*duration)
+                            ),
+                        );
                     }
                 } else {
-                    self.line(&format!(
-                        "{time} {host} {step} - FAILED: {outcome} after {}",
-                        seconds(*duration)
-                    ));
+                    self.show(
+                        Weight::Important,
+                        &format!(
+                            "{time} {host} {step} - FAILED: {outcome} after {}",
+                            seconds(*duration)
+                        ),
+                    );
                     self.failures
                         .push((host.clone(), step.clone(), outcome.clone()));
                 }
             }
-            EventKind::Notice { text } => self.line(&format!("{time} {text}")),
+            EventKind::Notice { text } => self.show(Weight::Important, &format!("{time} {text}")),
             EventKind::Activated {
                 release,
                 hosts,
@@ -255,9 +341,10 @@ impl Reporter {
             }
             EventKind::StepSkipped { step } => {
                 if self.verbosity >= Verbosity::Normal {
-                    self.line(&format!(
-                        "{time} - {step} - skipped: no selected host has its roles"
-                    ));
+                    self.show(
+                        Weight::Routine,
+                        &format!("{time} - {step} - skipped: no selected host has its roles"),
+                    );
                 }
             }
         }
@@ -271,6 +358,9 @@ impl Reporter {
 
     /// The failure reports, then the table of step durations per host.
     fn summary(&mut self) {
+        if let Live::Progress(bars) = &mut self.live {
+            bars.finish();
+        }
         let mut failures = std::mem::take(&mut self.failures);
         failures.sort_by_key(|(host, _, _)| self.hosts.iter().position(|h| h == host));
         for (host, step, outcome) in failures {
@@ -290,9 +380,15 @@ impl Reporter {
             }
         }
         self.probe_table();
-        if self.steps.is_empty() || self.verbosity == Verbosity::Quiet {
-            return;
+        if !self.steps.is_empty() && self.verbosity > Verbosity::Quiet {
+            self.step_table();
         }
+        if let Some(activation) = self.activation.take() {
+            self.line(&activation);
+        }
+    }
+
+    fn step_table(&mut self) {
         let mut rows = vec![
             std::iter::once("host".to_string())
                 .chain(self.steps.iter().cloned())
@@ -312,9 +408,6 @@ impl Reporter {
         self.line("");
         for line in table(&rows) {
             self.line(&line);
-        }
-        if let Some(activation) = self.activation.take() {
-            self.line(&activation);
         }
     }
 }

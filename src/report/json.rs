@@ -1,0 +1,89 @@
+//! `--json`: one object per event, one per line, with `time` (RFC 3339, UTC) and `event`.
+//! The schema is documented in the README; values are masked like every other output.
+
+use serde_json::{Value, json};
+
+use super::{Event, EventKind, Masker};
+use crate::transport::Outcome;
+
+pub fn event(event: &Event, masker: &Masker) -> Value {
+    let time = event
+        .time
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mask = |text: &str| masker.mask(text);
+    let mut value = match &event.kind {
+        EventKind::RunStarted { command, hosts } => json!({
+            "event": "run_started", "command": command, "hosts": hosts,
+        }),
+        EventKind::Connected { host, duration } => json!({
+            "event": "host_connected", "host": host, "duration_ms": millis(*duration),
+        }),
+        EventKind::ConnectFailed { host, error } => json!({
+            "event": "host_connect_failed", "host": host, "error": mask(error),
+        }),
+        EventKind::StepStarted { host, step } => json!({
+            "event": "step_started", "host": host, "step": step,
+        }),
+        EventKind::Output {
+            host,
+            step,
+            stream,
+            line,
+        } => json!({
+            "event": "output", "host": host, "step": step, "stream": stream, "line": mask(line),
+        }),
+        EventKind::StepFinished {
+            host,
+            step,
+            outcome,
+            duration,
+        } => {
+            let mut value = json!({
+                "event": "step_finished", "host": host, "step": step,
+                "ok": outcome.success(), "duration_ms": millis(*duration),
+            });
+            match outcome {
+                Outcome::Exited(code) => value["exit_status"] = json!(code),
+                Outcome::Signaled(signal) => value["signal"] = json!(signal),
+                Outcome::TimedOut(_) | Outcome::Lost(_) => {
+                    value["error"] = json!(mask(&outcome.to_string()))
+                }
+            }
+            value
+        }
+        EventKind::StepSkipped { step } => json!({ "event": "step_skipped", "step": step }),
+        EventKind::Notice { text } => json!({ "event": "notice", "text": mask(text) }),
+        EventKind::Activated {
+            release,
+            hosts,
+            window,
+            skew,
+        } => json!({
+            "event": "activated", "release": release, "hosts": hosts,
+            "activation_window_ms": millis(*window), "switch_skew_ms": millis(*skew),
+        }),
+        EventKind::Probed { host, facts } => {
+            let facts: serde_json::Map<String, Value> = facts
+                .iter()
+                .map(|(name, value)| (name.clone(), json!(mask(value))))
+                .collect();
+            json!({ "event": "host_checked", "host": host, "facts": facts })
+        }
+    };
+    value["time"] = json!(time);
+    value
+}
+
+/// The last event of a `--json` run, written by `main` once the exit code is known.
+pub fn finished(exit_code: u8, error: Option<&str>) -> Value {
+    json!({
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "event": "run_finished",
+        "exit_code": exit_code,
+        "error": error,
+    })
+}
+
+fn millis(duration: std::time::Duration) -> f64 {
+    (duration.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
