@@ -6,19 +6,14 @@ use std::sync::Arc;
 use super::Context;
 use crate::error::Error;
 use crate::inventory::Host;
-use crate::plan::{self, Plan, PlannedRun, PlannedStep, quote};
+use crate::plan::{Plan, PlannedRun, PlannedStep, quote};
 use crate::report::{EventKind, Events};
 use crate::run;
 use crate::transport::{Cancel, Connection, Stream};
 
 pub async fn run(context: &Context) -> Result<(), Error> {
     let probes = probe_plan(context)?;
-    let checks = plan::in_current(
-        &context.deployfile,
-        context.hosts.clone(),
-        &context.deployfile.checks,
-        &context.timestamp,
-    )?;
+    let checks = context.checks_plan()?;
     if context.dry_run {
         context.print_plan(&probes)?;
         return context.print_plan(&checks);

@@ -111,6 +111,16 @@ impl Context {
         Reporter::new(self.style, self.masker.clone(), self.verbosity)
     }
 
+    /// The `[[check]]` entries, run in `current_path` on the hosts their roles select.
+    fn checks_plan(&self) -> Result<Plan, Error> {
+        Ok(plan::in_current(
+            &self.deployfile,
+            self.hosts.clone(),
+            &self.deployfile.checks,
+            &self.timestamp,
+        )?)
+    }
+
     /// What a second Ctrl-C reports.
     fn set_busy(&self, what: &str) {
         *self.busy.lock().expect("busy text") = what.to_string();
@@ -265,14 +275,7 @@ impl<'a> Session<'a> {
 
     /// Runs the `[[check]]` entries; a failure stops the command before anything changes.
     async fn service_checks(&self) -> Result<(), Error> {
-        let context = self.context;
-        let checks = plan::in_current(
-            &context.deployfile,
-            context.hosts.clone(),
-            &context.deployfile.checks,
-            &context.timestamp,
-        )?;
-        for step in &checks.steps {
+        for step in &self.context.checks_plan()?.steps {
             self.run(step).await?;
         }
         Ok(())
