@@ -3,96 +3,152 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
-use tokio::process::Command;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
 use crate::transport::{Cancel, LineSplitter, Outcome, Stream, interrupted};
 
-pub async fn exec(
-    script: &str,
-    timeout: Option<Duration>,
-    mut cancel: Cancel,
-    on_line: &mut (dyn FnMut(Stream, String) + Send),
-) -> Outcome {
-    let mut child = match Command::new("sh")
+/// A started `sh -c`, read as it runs.
+pub struct Running {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout_pipe: ChildStdout,
+    stderr_pipe: ChildStderr,
+    stdout: LineSplitter,
+    stderr: LineSplitter,
+    out_open: bool,
+    err_open: bool,
+}
+
+pub fn start(script: &str, with_stdin: bool) -> Result<Running, Outcome> {
+    let mut child = Command::new("sh")
         .arg("-c")
         .arg(script)
-        .stdin(Stdio::null())
+        .stdin(if with_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-    {
-        Ok(child) => child,
-        Err(error) => return Outcome::Lost(format!("cannot start sh: {error}")),
-    };
-    let pid = child.id();
-    let mut stdout_pipe = child.stdout.take().expect("piped stdout");
-    let mut stderr_pipe = child.stderr.take().expect("piped stderr");
-    let mut stdout = LineSplitter::default();
-    let mut stderr = LineSplitter::default();
-    let (mut out_buf, mut err_buf) = ([0u8; 8192], [0u8; 8192]);
-    let (mut out_open, mut err_open) = (true, true);
-    let deadline =
-        tokio::time::Instant::now() + timeout.unwrap_or(Duration::from_secs(u32::MAX as u64));
-    while out_open || err_open {
-        tokio::select! {
-            read = stdout_pipe.read(&mut out_buf), if out_open => match read {
-                Ok(0) | Err(_) => out_open = false,
-                Ok(n) => stdout.push(&out_buf[..n], &mut |line| on_line(Stream::Stdout, line)),
-            },
-            read = stderr_pipe.read(&mut err_buf), if err_open => match read {
-                Ok(0) | Err(_) => err_open = false,
-                Ok(n) => stderr.push(&err_buf[..n], &mut |line| on_line(Stream::Stderr, line)),
-            },
-            _ = tokio::time::sleep_until(deadline) => {
-                kill_group(pid);
-                let _ = child.wait().await;
-                return Outcome::TimedOut(timeout.unwrap_or_default());
-            }
-            _ = cancel.cancelled() => {
-                kill_group(pid);
-                let _ = child.wait().await;
-                return interrupted();
-            }
-        }
-    }
-    stdout.finish(&mut |line| on_line(Stream::Stdout, line));
-    stderr.finish(&mut |line| on_line(Stream::Stderr, line));
-    let status = tokio::select! {
-        status = child.wait() => status,
-        _ = tokio::time::sleep_until(deadline) => {
-            kill_group(pid);
-            let _ = child.wait().await;
-            return Outcome::TimedOut(timeout.unwrap_or_default());
-        }
-        _ = cancel.cancelled() => {
-            kill_group(pid);
-            let _ = child.wait().await;
-            return interrupted();
-        }
-    };
-    match status {
-        Ok(status) => match (
-            status.code(),
-            std::os::unix::process::ExitStatusExt::signal(&status),
-        ) {
-            (Some(code), _) => Outcome::Exited(code as u32),
-            (None, Some(signal)) => Outcome::Signaled(signal_name(signal)),
-            (None, None) => Outcome::Lost("sh ended without a status".into()),
-        },
-        Err(error) => Outcome::Lost(format!("cannot wait for sh: {error}")),
+        .map_err(|error| Outcome::Lost(format!("cannot start sh: {error}")))?;
+    Ok(Running {
+        stdin: child.stdin.take(),
+        stdout_pipe: child.stdout.take().expect("piped stdout"),
+        stderr_pipe: child.stderr.take().expect("piped stderr"),
+        child,
+        stdout: LineSplitter::default(),
+        stderr: LineSplitter::default(),
+        out_open: true,
+        err_open: true,
+    })
+}
+
+pub async fn exec(
+    script: &str,
+    timeout: Option<Duration>,
+    cancel: Cancel,
+    on_line: &mut (dyn FnMut(Stream, String) + Send),
+) -> Outcome {
+    match start(script, false) {
+        Ok(mut running) => running
+            .pump(None, timeout, cancel, on_line)
+            .await
+            .unwrap_or_else(|| Outcome::Lost("stopped early".into())),
+        Err(outcome) => outcome,
     }
 }
 
-/// The script may have started children of its own; a timeout stops all of them.
-fn kill_group(pid: Option<u32>) {
-    if let Some(pid) = pid {
-        // SAFETY: kill(2) with a negative pid signals the process group we created for the child.
-        unsafe {
-            libc::kill(-(pid as i32), libc::SIGKILL);
+impl Running {
+    pub fn end_input(&mut self) {
+        self.stdin = None;
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> bool {
+        match &mut self.stdin {
+            Some(stdin) => stdin.write_all(bytes).await.is_ok() && stdin.flush().await.is_ok(),
+            None => false,
         }
+    }
+
+    /// Reads the command's output until it ends (`Some`), or until it prints the line `until`
+    /// (`None`; the command keeps running).
+    pub async fn pump(
+        &mut self,
+        until: Option<&str>,
+        timeout: Option<Duration>,
+        mut cancel: Cancel,
+        on_line: &mut (dyn FnMut(Stream, String) + Send),
+    ) -> Option<Outcome> {
+        let pid = self.child.id();
+        let deadline =
+            tokio::time::Instant::now() + timeout.unwrap_or(Duration::from_secs(u32::MAX as u64));
+        let mut reached = false;
+        let mut out_buf = [0u8; 8192];
+        let mut err_buf = [0u8; 8192];
+        while self.out_open || self.err_open {
+            tokio::select! {
+                read = self.stdout_pipe.read(&mut out_buf), if self.out_open => match read {
+                    Ok(0) | Err(_) => self.out_open = false,
+                    Ok(n) => self.stdout.push(&out_buf[..n], &mut |line| {
+                        if until == Some(line.as_str()) {
+                            reached = true;
+                        } else {
+                            on_line(Stream::Stdout, line)
+                        }
+                    }),
+                },
+                read = self.stderr_pipe.read(&mut err_buf), if self.err_open => match read {
+                    Ok(0) | Err(_) => self.err_open = false,
+                    Ok(n) => self.stderr.push(&err_buf[..n], &mut |line| on_line(Stream::Stderr, line)),
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Some(self.stop(pid, Outcome::TimedOut(timeout.unwrap_or_default())).await);
+                }
+                _ = cancel.cancelled() => return Some(self.stop(pid, interrupted()).await),
+            }
+            if reached {
+                return None;
+            }
+        }
+        self.stdout
+            .finish(&mut |line| on_line(Stream::Stdout, line));
+        self.stderr
+            .finish(&mut |line| on_line(Stream::Stderr, line));
+        self.stdin = None;
+        let status = tokio::select! {
+            status = self.child.wait() => status,
+            _ = tokio::time::sleep_until(deadline) => {
+                return Some(self.stop(pid, Outcome::TimedOut(timeout.unwrap_or_default())).await);
+            }
+            _ = cancel.cancelled() => return Some(self.stop(pid, interrupted()).await),
+        };
+        Some(match status {
+            Ok(status) => match (
+                status.code(),
+                std::os::unix::process::ExitStatusExt::signal(&status),
+            ) {
+                (Some(code), _) => Outcome::Exited(code as u32),
+                (None, Some(signal)) => Outcome::Signaled(signal_name(signal)),
+                (None, None) => Outcome::Lost("sh ended without a status".into()),
+            },
+            Err(error) => Outcome::Lost(format!("cannot wait for sh: {error}")),
+        })
+    }
+
+    /// The script may have started children of its own; a timeout or Ctrl-C stops all of them.
+    async fn stop(&mut self, pid: Option<u32>, outcome: Outcome) -> Outcome {
+        if let Some(pid) = pid {
+            // SAFETY: kill(2) with a negative pid signals the process group made for the child.
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGKILL);
+            }
+        }
+        let _ = self.child.wait().await;
+        outcome
     }
 }
 

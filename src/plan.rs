@@ -25,6 +25,9 @@ pub struct PlannedStep {
     /// deployr's own reads (state, the resolved commit): stdout is returned to the caller
     /// instead of being shown.
     pub capture: bool,
+    /// Every host's command is started and made ready first, then all are told to go at once
+    /// (the switch).
+    pub armed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +138,7 @@ pub fn in_current(
             concurrency: step.concurrency,
             runs,
             capture: false,
+            armed: false,
         });
     }
     Ok(Plan {
@@ -207,6 +211,7 @@ fn release_step(
         concurrency: step.concurrency,
         runs,
         capture: false,
+        armed: false,
     })
 }
 
@@ -231,6 +236,7 @@ fn own_step(
         concurrency: None,
         runs,
         capture,
+        armed: false,
     })
 }
 
@@ -329,6 +335,7 @@ pub struct Switch {
 
 pub fn switch(hosts: &[Host], switches: &[Switch]) -> Result<PlannedStep, QuoteError> {
     let mut step = own_step("switch", hosts, [], false, |_, _| Ok(String::new()))?;
+    step.armed = true;
     for switch in switches {
         step.runs.push(PlannedRun {
             host: switch.host,
@@ -414,6 +421,7 @@ done"#,
         concurrency: None,
         runs,
         capture: false,
+        armed: false,
     }))
 }
 

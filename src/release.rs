@@ -350,15 +350,20 @@ pub fn mark_prepared_script(host: &Host, prepared: &Prepared) -> Result<String, 
     ))
 }
 
-/// The atomic switch: a symlink under a temporary name, renamed over `current` (rename(2) never
-/// leaves a moment without `current`), then checked with `readlink`. Where `mv -T` is missing,
-/// the temporary link is named `current` inside `releases/` and moved into the parent, which
-/// renames it over `current` just the same (Capistrano's recipe).
+/// The atomic switch, armed: everything that can fail or take time (checks, the symlink under a
+/// temporary name) happens first; then the script prints `armed` and waits for `go` on its
+/// standard input, so that all hosts switch within one write of each other. The switch itself is
+/// a rename(2) over `current` (never a moment without it), checked with `readlink`. Where
+/// `mv -T` is missing, the temporary link is named `current` inside `releases/` and moved into
+/// the parent, which renames it over `current` just the same (Capistrano's recipe). If `go`
+/// never comes, the temporary link is removed and nothing changed.
 pub fn switch_script(host: &Host, release: Option<&str>) -> Result<String, QuoteError> {
     let deploy_to = quote(&host.deploy_to, "deploy_to")?;
+    let wait = r#"echo armed
+read -r go && [ "$go" = go ] || { rm -f releases/current; echo "not switched: the switch was called off" >&2; exit 1; }"#;
     let Some(release) = release else {
         // Undoing a first activation: there was no `current` before.
-        return Ok(format!("cd {deploy_to} && rm -f current"));
+        return Ok(format!("cd {deploy_to} || exit 1\n{wait}\nrm -f current"));
     };
     let target = quote(&release_path(host, release), "the release path")?;
     Ok(format!(
@@ -366,6 +371,7 @@ pub fn switch_script(host: &Host, release: Option<&str>) -> Result<String, Quote
 [ -d releases/{release} ] || {{ echo "release {release} is not on this host" >&2; exit 1; }}
 if [ -e current ] && [ ! -L current ]; then echo "{deploy_to}/current is a real directory, not a symlink; move it away (e.g. mv current current.old) and activate again" >&2; exit 1; fi
 ln -sfn {target} releases/current || exit 1
+{wait}
 mv -T releases/current current 2>/dev/null || mv releases/current . || exit 1
 [ "$(readlink current)" = {target} ] || {{ echo "current does not point to {release} after the switch" >&2; exit 1; }}"#
     ))

@@ -12,7 +12,7 @@ use crate::inventory::Host;
 use crate::plan::{Plan, PlannedRun, PlannedStep};
 use crate::report::{EventKind, Events};
 use crate::ssh::ConnectError;
-use crate::transport::{Cancel, Connection, Outcome, Stream};
+use crate::transport::{Armed, Cancel, Connection, Outcome, Stream};
 
 #[derive(Debug)]
 pub struct ConnectFailure {
@@ -155,6 +155,9 @@ pub async fn execute_step(
         .unwrap_or(usize::MAX)
         .min(concurrency)
         .max(1);
+    if step.armed {
+        return execute_armed(hosts, step, connections, limit, cancel, events).await;
+    }
     let mut results: Vec<HostResult> = futures::stream::iter(&step.runs)
         .map(|run| async move {
             let connection = &connections[run.host];
@@ -217,6 +220,82 @@ async fn run_one(
         finished,
         stdout,
     }
+}
+
+/// An armed step: start and ready every host's command (in parallel), then, only if every
+/// host is ready, tell them all to go in one quick pass, so they act within microseconds of each
+/// other; if any host could not get ready, every host's command is called off and nothing acts.
+async fn execute_armed(
+    hosts: &[Host],
+    step: &PlannedStep,
+    connections: &[Arc<Connection>],
+    limit: usize,
+    cancel: &Cancel,
+    events: &Events,
+) -> Vec<HostResult> {
+    let printer = |host: usize| {
+        let name = hosts[host].name.clone();
+        move |stream, line| {
+            events.send(EventKind::Output {
+                host: name.clone(),
+                step: step.name.clone(),
+                stream,
+                line,
+            })
+        }
+    };
+    let mut armed: Vec<(usize, Instant, Result<Armed, Outcome>)> =
+        futures::stream::iter(&step.runs)
+            .map(|run| async move {
+                events.send(EventKind::StepStarted {
+                    host: hosts[run.host].name.clone(),
+                    step: step.name.clone(),
+                });
+                let started = Instant::now();
+                let connection = &connections[run.host];
+                let result = connection
+                    .arm(&run.script, cancel.clone(), &mut printer(run.host))
+                    .await;
+                (run.host, started, result)
+            })
+            .buffer_unordered(limit)
+            .collect()
+            .await;
+    armed.sort_by_key(|(host, _, _)| *host);
+    let ready = armed.iter().all(|(_, _, result)| result.is_ok()) && !cancel.is_cancelled();
+    let mut fired = Vec::with_capacity(armed.len());
+    for (host, started, result) in armed {
+        match result {
+            Ok(mut command) if ready => {
+                let went = connections[host].fire(&mut command).await;
+                fired.push((host, started, Ok((command, went))));
+            }
+            Ok(command) => fired.push((host, started, Ok((command, false)))),
+            Err(outcome) => fired.push((host, started, Err(outcome))),
+        }
+    }
+    futures::future::join_all(fired.into_iter().map(|(host, started, result)| async move {
+        let connection = &connections[host];
+        let outcome = match result {
+            Ok((command, true)) => connection.finish(command, &mut printer(host)).await,
+            Ok((command, false)) => connection.disarm(command, &mut printer(host)).await,
+            Err(outcome) => outcome,
+        };
+        let finished = Instant::now();
+        events.send(EventKind::StepFinished {
+            host: hosts[host].name.clone(),
+            step: step.name.clone(),
+            outcome: outcome.clone(),
+            duration: finished - started,
+        });
+        HostResult {
+            host,
+            outcome,
+            finished,
+            stdout: Vec::new(),
+        }
+    }))
+    .await
 }
 
 pub async fn disconnect(connections: &[Arc<Connection>]) {

@@ -177,7 +177,7 @@ impl client::Handler for Client {
 pub struct Session {
     handle: Handle<Client>,
     forward_agent: bool,
-    channels: Semaphore,
+    channels: Arc<Semaphore>,
     /// The bastion this connection runs through, kept open as long as the connection is.
     _via: Option<Arc<Handle<Client>>>,
 }
@@ -228,7 +228,7 @@ pub async fn connect(settings: &SshSettings, bastions: &Bastions) -> Result<Sess
     Ok(Session {
         handle,
         forward_agent: settings.forward_agent,
-        channels: Semaphore::new(CHANNELS_PER_CONNECTION),
+        channels: Arc::new(Semaphore::new(CHANNELS_PER_CONNECTION)),
         _via: via,
     })
 }
@@ -424,72 +424,129 @@ async fn try_agent(
     Ok(false)
 }
 
+/// A command started on a channel, read as it runs.
+pub struct Running {
+    channel: russh::Channel<client::Msg>,
+    stdout: LineSplitter,
+    stderr: LineSplitter,
+    exit: Option<Outcome>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
 impl Session {
+    pub async fn start(&self, script: &str) -> Result<Running, Outcome> {
+        let Ok(permit) = self.channels.clone().acquire_owned().await else {
+            return Err(Outcome::Lost("connection closed".into()));
+        };
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|error| Outcome::Lost(format!("cannot open a channel: {error}")))?;
+        if self.forward_agent {
+            let _ = channel.agent_forward(false).await;
+        }
+        channel
+            .exec(true, script)
+            .await
+            .map_err(|error| Outcome::Lost(format!("cannot start the command: {error}")))?;
+        Ok(Running {
+            channel,
+            stdout: LineSplitter::default(),
+            stderr: LineSplitter::default(),
+            exit: None,
+            _permit: permit,
+        })
+    }
+
     pub async fn exec(
         &self,
         script: &str,
         timeout: Option<Duration>,
-        mut cancel: Cancel,
+        cancel: Cancel,
         on_line: &mut (dyn FnMut(Stream, String) + Send),
     ) -> Outcome {
-        let Ok(_permit) = self.channels.acquire().await else {
-            return Outcome::Lost("connection closed".into());
-        };
-        let mut channel = match self.handle.channel_open_session().await {
-            Ok(channel) => channel,
-            Err(error) => return Outcome::Lost(format!("cannot open a channel: {error}")),
-        };
-        if self.forward_agent {
-            let _ = channel.agent_forward(false).await;
+        match self.start(script).await {
+            Ok(mut running) => {
+                self.pump(&mut running, None, timeout, cancel, on_line)
+                    .await
+            }
+            Err(outcome) => Some(outcome),
         }
-        if let Err(error) = channel.exec(true, script).await {
-            return Outcome::Lost(format!("cannot start the command: {error}"));
-        }
+        .unwrap_or_else(|| Outcome::Lost("stopped early".into()))
+    }
+
+    /// Reads the command's output until it ends (`Some`), or until it prints the line `until`
+    /// (`None`; the command keeps running).
+    pub async fn pump(
+        &self,
+        running: &mut Running,
+        until: Option<&str>,
+        timeout: Option<Duration>,
+        mut cancel: Cancel,
+        on_line: &mut (dyn FnMut(Stream, String) + Send),
+    ) -> Option<Outcome> {
         let deadline =
             tokio::time::Instant::now() + timeout.unwrap_or(Duration::from_secs(u32::MAX as u64));
-        let mut stdout = LineSplitter::default();
-        let mut stderr = LineSplitter::default();
-        let mut exit = None;
+        let channel = &mut running.channel;
+        let mut reached = false;
         loop {
             let message = tokio::select! {
                 message = channel.wait() => message,
                 _ = tokio::time::sleep_until(deadline) => {
                     let _ = channel.signal(russh::Sig::TERM).await;
                     let _ = channel.close().await;
-                    exit = Some(Outcome::TimedOut(timeout.unwrap_or_default()));
-                    break;
+                    return Some(Outcome::TimedOut(timeout.unwrap_or_default()));
                 }
                 _ = cancel.cancelled() => {
                     let _ = channel.signal(russh::Sig::TERM).await;
                     let _ = channel.close().await;
-                    exit = Some(interrupted());
-                    break;
+                    return Some(interrupted());
                 }
             };
             match message {
-                Some(ChannelMsg::Data { data }) => {
-                    stdout.push(&data, &mut |line| on_line(Stream::Stdout, line))
-                }
-                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
-                    stderr.push(&data, &mut |line| on_line(Stream::Stderr, line))
-                }
+                Some(ChannelMsg::Data { data }) => running.stdout.push(&data, &mut |line| {
+                    if until == Some(line.as_str()) {
+                        reached = true;
+                    } else {
+                        on_line(Stream::Stdout, line)
+                    }
+                }),
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => running
+                    .stderr
+                    .push(&data, &mut |line| on_line(Stream::Stderr, line)),
                 Some(ChannelMsg::ExitStatus { exit_status }) => {
-                    exit = Some(Outcome::Exited(exit_status))
+                    running.exit = Some(Outcome::Exited(exit_status))
                 }
                 Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
-                    exit = Some(Outcome::Signaled(format!("{signal_name:?}")))
+                    running.exit = Some(Outcome::Signaled(format!("{signal_name:?}")))
                 }
                 Some(ChannelMsg::Close) | None => break,
                 Some(_) => {}
             }
+            if reached {
+                return None;
+            }
         }
-        stdout.finish(&mut |line| on_line(Stream::Stdout, line));
-        stderr.finish(&mut |line| on_line(Stream::Stderr, line));
-        match exit {
+        running
+            .stdout
+            .finish(&mut |line| on_line(Stream::Stdout, line));
+        running
+            .stderr
+            .finish(&mut |line| on_line(Stream::Stderr, line));
+        Some(match running.exit.take() {
             Some(outcome) => outcome,
             None if self.handle.is_closed() => Outcome::Lost("the connection was lost".into()),
             None => Outcome::Lost("the command ended without an exit status".into()),
-        }
+        })
+    }
+
+    pub async fn end_input(&self, running: &Running) {
+        let _ = running.channel.eof().await;
+    }
+
+    pub async fn send(&self, running: &Running, bytes: &'static [u8]) -> bool {
+        running.channel.data(bytes).await.is_ok()
     }
 
     pub async fn close(&self) {

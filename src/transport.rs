@@ -78,6 +78,15 @@ pub fn interrupted() -> Outcome {
     Outcome::Lost("interrupted".into())
 }
 
+/// The line an armed script prints once it is ready for `go`.
+pub const ARMED: &str = "armed";
+
+/// A command that is running and waiting for `go` on its standard input.
+pub enum Armed {
+    Local(Box<local::Running>),
+    Ssh(ssh::Running),
+}
+
 pub enum Connection {
     Local,
     Ssh(ssh::Session),
@@ -105,6 +114,84 @@ impl Connection {
             Connection::Local => local::exec(script, timeout, cancel, on_line).await,
             Connection::Ssh(session) => session.exec(script, timeout, cancel, on_line).await,
         }
+    }
+
+    /// Starts `script` and waits until it prints `armed`: it is then ready to act the moment
+    /// [`Connection::fire`] sends it `go`, with no connection, channel or process to set up.
+    pub async fn arm(
+        &self,
+        script: &str,
+        cancel: Cancel,
+        on_line: &mut (dyn FnMut(Stream, String) + Send),
+    ) -> Result<Armed, Outcome> {
+        match self {
+            Connection::Local => {
+                let mut running = local::start(script, true)?;
+                match running.pump(Some(ARMED), None, cancel, on_line).await {
+                    None => Ok(Armed::Local(Box::new(running))),
+                    Some(outcome) => Err(outcome),
+                }
+            }
+            Connection::Ssh(session) => {
+                let mut running = session.start(script).await?;
+                match session
+                    .pump(&mut running, Some(ARMED), None, cancel, on_line)
+                    .await
+                {
+                    None => Ok(Armed::Ssh(running)),
+                    Some(outcome) => Err(outcome),
+                }
+            }
+        }
+    }
+
+    pub async fn fire(&self, armed: &mut Armed) -> bool {
+        match (self, armed) {
+            (Connection::Ssh(session), Armed::Ssh(running)) => session.send(running, b"go\n").await,
+            (_, Armed::Local(running)) => running.send(b"go\n").await,
+            (Connection::Local, Armed::Ssh(_)) => false,
+        }
+    }
+
+    /// Calls an armed command off: it sees the end of its input, undoes its preparation and
+    /// exits without acting.
+    pub async fn disarm(
+        &self,
+        armed: Armed,
+        on_line: &mut (dyn FnMut(Stream, String) + Send),
+    ) -> Outcome {
+        let armed = match (self, armed) {
+            (Connection::Ssh(session), Armed::Ssh(running)) => {
+                session.end_input(&running).await;
+                Armed::Ssh(running)
+            }
+            (_, Armed::Local(mut running)) => {
+                running.end_input();
+                Armed::Local(running)
+            }
+            (_, armed) => armed,
+        };
+        self.finish(armed, on_line).await
+    }
+
+    /// Reads a fired command to its end.
+    pub async fn finish(
+        &self,
+        armed: Armed,
+        on_line: &mut (dyn FnMut(Stream, String) + Send),
+    ) -> Outcome {
+        let outcome = match (self, armed) {
+            (Connection::Ssh(session), Armed::Ssh(mut running)) => {
+                session
+                    .pump(&mut running, None, None, Cancel::never(), on_line)
+                    .await
+            }
+            (_, Armed::Local(mut running)) => {
+                running.pump(None, None, Cancel::never(), on_line).await
+            }
+            (Connection::Local, Armed::Ssh(_)) => None,
+        };
+        outcome.unwrap_or_else(|| Outcome::Lost("stopped early".into()))
     }
 
     pub async fn close(&self) {

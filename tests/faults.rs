@@ -350,3 +350,32 @@ fn secrets_never_appear_in_output_dry_run_or_errors() {
     );
     assert!(missing.stderr.contains("not set"), "{}", missing.stderr);
 }
+
+#[test]
+fn switch_not_ready_on_one_host_switches_no_host_at_all() {
+    let d = setup("", "");
+    d.deployr(&["deploy"]).expect_code(0);
+    let before = d.currents();
+    d.repo.commit("2");
+    d.deployr(&["prepare"]).expect_code(0);
+    let release = release_of(&d.prepared(2));
+    std::fs::remove_dir_all(d.fleet.hosts[2].deploy_to.join("releases").join(&release)).unwrap();
+    let run = d.deployr(&["activate"]);
+    run.expect_code(5);
+    assert!(run.all().contains("is not on this host"), "{}", run.all());
+    assert!(
+        run.all()
+            .contains("not switched: the switch was called off"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(d.currents(), before);
+    for host in &d.fleet.hosts {
+        let history = host.read(".deployr/history");
+        assert!(
+            !history.contains(" rollback "),
+            "{} was switched: {history}",
+            host.name
+        );
+    }
+}

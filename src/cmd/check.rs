@@ -140,6 +140,7 @@ if command -v git >/dev/null 2>&1; then echo "git=$(git --version)"; else echo "
             concurrency: None,
             runs,
             capture: true,
+            armed: false,
         }],
     })
 }
