@@ -421,11 +421,16 @@ async fn deploy(context: &Context, reference: Option<&str>) -> Result<(), Error>
     }
     context
         .with_session(async |session| {
-            let states = session.lock("deploy").await?;
+            let mut states = session.lock("deploy").await?;
             session.service_checks().await?;
-            let release = prepare::prepare(context, session, states, reference).await?;
-            let states = session.states().await?;
-            activate::activate(context, session, states, Some(&release)).await
+            let prepared = prepare::prepare(context, session, &states, reference).await?;
+            // What prepare just wrote, without reading every host again.
+            for state in &mut states {
+                let release = (prepared.release.clone(), prepared.commit.clone());
+                state.releases.push(release);
+                state.prepared = Some(prepared.clone());
+            }
+            activate::activate(context, session, states, Some(&prepared.release)).await
         })
         .await
 }

@@ -5,7 +5,7 @@ use crate::deployfile::Source;
 use crate::error::Error;
 use crate::plan::{self, Plan, ReleaseInfo};
 use crate::refname;
-use crate::release::{self, HostState};
+use crate::release::{self, HostState, Prepared};
 
 pub async fn command(context: &Context, reference: Option<&str>) -> Result<(), Error> {
     if context.dry_run {
@@ -33,7 +33,9 @@ pub async fn command(context: &Context, reference: Option<&str>) -> Result<(), E
         .with_session(async |session| {
             let states = session.lock("prepare").await?;
             session.service_checks().await?;
-            prepare(context, session, states, reference).await.map(drop)
+            prepare(context, session, &states, reference)
+                .await
+                .map(drop)
         })
         .await
 }
@@ -53,13 +55,13 @@ fn reference_to_deploy(source: &Source, reference: Option<&str>) -> Result<Strin
     Ok(reference.to_string())
 }
 
-/// Prepares a new release on every host of the session and returns its id.
+/// Prepares a new release on every host of the session and returns what was prepared.
 pub async fn prepare(
     context: &Context,
     session: &Session<'_>,
-    states: Vec<HostState>,
+    states: &[HostState],
     reference: Option<&str>,
-) -> Result<String, Error> {
+) -> Result<Prepared, Error> {
     let source = source(context)?;
     let reference = reference_to_deploy(source, reference)?;
     let existing = states
@@ -70,7 +72,7 @@ pub async fn prepare(
         commit: String::new(),
         reference,
     };
-    let previous: Vec<Option<String>> = states.into_iter().map(|state| state.current).collect();
+    let previous: Vec<Option<String>> = states.iter().map(|state| state.current.clone()).collect();
     let build = |info: &ReleaseInfo| {
         plan::prepare(
             &context.deployfile,
@@ -108,5 +110,10 @@ pub async fn prepare(
         context.hosts.len(),
         if context.hosts.len() == 1 { "" } else { "s" }
     ));
-    Ok(info.release)
+    Ok(Prepared {
+        release: info.release,
+        commit: info.commit,
+        reference: info.reference,
+        time: context.timestamp.clone(),
+    })
 }
