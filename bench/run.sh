@@ -2,7 +2,7 @@
 # deployr's benchmark harness (issue 6): real OpenSSH sshd hosts on 127.0.0.1, deployr vs the
 # OpenSSH client, results as markdown on stdout (BENCHMARKS.md records a full run).
 #
-#   bench/run.sh            the full set (about 15 minutes on 2 cores)
+#   bench/run.sh            the full set (about 6 minutes on this 2-core machine)
 #   bench/run.sh --quick    every scenario once at N = 5 (for CI: keeps the harness working)
 #
 # Any other flag goes to bench/run.py (see `python3 bench/run.py --help`). Set DEPLOYR_BIN to
@@ -36,10 +36,16 @@ fi
 if [ -z "${DEPLOYR_BIN:-}" ]; then
   cargo build --release --locked --quiet
   DEPLOYR_BIN=target/release/deployr
+  if command -v git >/dev/null 2>&1 && git rev-parse --git-dir >/dev/null 2>&1; then
+    DEPLOYR_COMMIT=$(git rev-parse --short HEAD)
+    git diff --quiet HEAD -- src Cargo.toml Cargo.lock || DEPLOYR_COMMIT="$DEPLOYR_COMMIT + uncommitted changes"
+    export DEPLOYR_COMMIT
+  fi
 fi
 
-# run.py stops its sshd hosts, ControlMasters and proxy itself; this trap is the safety net
-# for a run.py that was killed: it stops exactly the processes run.py recorded as started.
+# run.py stops its sshd hosts, ControlMasters and proxy itself (and then empties the pid
+# file); this trap is the safety net for a run.py that was killed: it stops exactly the
+# processes run.py recorded as started.
 pidfile=$(mktemp /tmp/deployr-bench-pids.XXXXXX)
 cleanup() {
   while read -r pid; do
