@@ -234,8 +234,8 @@ fn host_killed_during_prepare_fails_alone_and_current_stays() {
 fn host_frozen_during_a_step_fails_in_bounded_time() {
     let d = with_extra(&slow_step("prepare", "slow"));
     let text = std::fs::read_to_string(&d.file).unwrap().replace(
-        "connect_timeout = \"5s\"",
-        "connect_timeout = \"5s\"\nkeepalive_interval = \"1s\"\nkeepalive_max = 2",
+        "connect_timeout = \"30s\"",
+        "connect_timeout = \"30s\"\nkeepalive_interval = \"2s\"\nkeepalive_max = 3",
     );
     std::fs::write(&d.file, text).unwrap();
     d.deployr(&["deploy"]).expect_code(0);

@@ -252,7 +252,7 @@ impl Fleet {
     /// `[ssh]` settings that reach the fleet with the throwaway key and known_hosts.
     pub fn ssh_section(&self) -> String {
         format!(
-            "[ssh]\nuser = \"{}\"\nidentity_file = \"{}\"\nknown_hosts_file = \"{}\"\nconnect_timeout = \"5s\"\n",
+            "[ssh]\nuser = \"{}\"\nidentity_file = \"{}\"\nknown_hosts_file = \"{}\"\nconnect_timeout = \"30s\"\n",
             self.user,
             self.client_key.display(),
             self.known_hosts.display()
