@@ -831,6 +831,54 @@ class Bench:
                 f"{1000 * median([x['cpu'] for x in ms]) / n:.1f} |")
 
 
+    # uploads (issue 7): one artifact to N hosts over SFTP
+
+    def upload(self, count, mib):
+        fleet = self.fleet
+        hosts = fleet.hosts[:count]
+        out(f"\n### Uploads: `deployr prepare` of a {mib} MiB artifact to N = {count} hosts vs "
+            "`xargs -P N scp` of the same file\n")
+        blob = fleet.dir / "blob"
+        with open(blob, "wb") as f:
+            f.write(os.urandom(mib << 20))
+        body = (f'[source]\nrepo = "{fleet.source}"\nref = "main"\nstrategy = "upload"\n'
+                f'build = "mkdir dist && cp {blob} dist/blob"\nartifact = "dist"\n')
+        file = fleet.deployfile(f"upload-{count}.toml", count, body)
+        # Build and pack once; every timed run then finds the build cached here, and no
+        # host holding the artifact or a prepared release, so it sends the whole file to all.
+        measure(fleet.deployr_argv(file, "prepare"), fleet.env, fleet.dir, "warm-up upload")
+        artifact = next((fleet.home / ".cache" / "deployr" / "bench" / "artifacts").glob("*.tar.gz"))
+        reset = " ".join(
+            f"{shquote(str(h.deploy_to))}/.deployr/artifacts {shquote(str(h.deploy_to))}/.deployr/prepared "
+            f"{shquote(str(h.deploy_to))}/releases {shquote(str(h.dir))}/scp-copy" for h in hosts)
+        deployr = " ".join(shquote(a) for a in fleet.deployr_argv(file, "--no-progress", "prepare",
+                                                                   quiet=False))
+        scp = " ".join(shquote(a) for a in [
+            "scp", "-q", "-o", "KexAlgorithms=curve25519-sha256", "-o", "BatchMode=yes",
+            "-o", f"UserKnownHostsFile={fleet.known_hosts}", "-i", str(fleet.key)])
+        pairs = " ".join(f"{h.port} {shquote(str(h.dir))}/scp-copy" for h in hosts)
+        runs = self.alternate(f"upload-{count}", [
+            ("deployr", ["bash", "-c", f"rm -rf {reset}; exec {deployr}"]),
+            ("scp fresh", ["bash", "-c",
+                           f"rm -rf {reset}; printf '%s %s\\n' {pairs} | xargs -P {count} -n 2 "
+                           f"sh -c '{scp} -P \"$0\" {shquote(str(artifact))} "
+                           f"{fleet.user}@127.0.0.1:\"$1\"'"]),
+        ])
+        self.table(f"N = {count}, {mib} MiB (packed {artifact.stat().st_size / 2**20:.1f} MiB)",
+                   runs, per_host=count)
+        rates = []
+        for m in runs["deployr"]:
+            rates += [float(x) for x in re.findall(r" upload \| sent [\d.]+ MiB in [\d.]+s \(([\d.]+) MiB/s\)",
+                                                   m.output)]
+        size = artifact.stat().st_size * count / 2**20
+        d = median([m.wall for m in runs["deployr"]])
+        b = median([m.wall for m in runs["scp fresh"]])
+        out(f"\naggregate: deployr {size / d:.0f} MiB/s over the whole prepare, scp {size / b:.0f} MiB/s; "
+            f"per host upload step median {median(rates) if rates else 0:.1f} MiB/s "
+            f"(min {min(rates) if rates else 0:.1f}, max {max(rates) if rates else 0:.1f}); "
+            f"ratio deployr/scp = {d / b:.2f}")
+        self.results[f"upload-{count}-rates"] = rates
+
     # profiles (not one of the issue's scenarios; evidence for "what dominates")
 
     def profile(self, deploy_count, fanout_count):
@@ -1144,7 +1192,7 @@ def main():
     parser = argparse.ArgumentParser(description="deployr benchmarks (issue 6)")
     parser.add_argument("--quick", action="store_true",
                         help="every scenario once at N = 5 (CI keeps the harness working)")
-    parser.add_argument("--only", default="fanout,deploy,skew,latency,memory,profile",
+    parser.add_argument("--only", default="fanout,deploy,skew,latency,memory,upload,profile",
                         help="comma-separated scenarios")
     parser.add_argument("--reps", type=int, help="runs per variant (default 5, quick 1)")
     parser.add_argument("--fanout-sizes", default="20,50,200")
@@ -1192,6 +1240,9 @@ def main():
         needed = max(needed, *latency_deploy, *latency_sizes)
     if "memory" in only or "profile" in only:
         needed = max(needed, memory_size)
+    upload_size, upload_mib = (3, 5) if args.quick else (10, 50)
+    if "upload" in only:
+        needed = max(needed, upload_size)
 
     Fleet.pidfile = os.environ.get("BENCH_PIDFILE")
     Host.real_home = args.real_home
@@ -1227,6 +1278,7 @@ def main():
             ("skew", lambda: bench.skew(skew_sizes)),
             ("latency", lambda: bench.latency(latency_sizes, latency_deploy)),
             ("memory", lambda: bench.memory(memory_size, memory_reps)),
+            ("upload", lambda: bench.upload(upload_size, upload_mib)),
             ("profile", lambda: bench.profile(deploy_size, memory_size)),
         ]
         for name, section in sections:

@@ -30,6 +30,9 @@ pub struct GlobalArgs {
         env = "DEPLOYR_FILE"
     )]
     pub file: PathBuf,
+    /// The deployfile's [stages.NAME] to work on (required when it has stages).
+    #[arg(long, global = true, value_name = "NAME", env = "DEPLOYR_STAGE")]
+    pub stage: Option<String>,
     /// Work only on these hosts (comma-separated names from [hosts]).
     #[arg(long, global = true, value_delimiter = ',', value_name = "HOST,...")]
     pub hosts: Vec<String>,
@@ -84,6 +87,10 @@ pub enum Command {
         /// Branch, tag or commit to deploy (default: [source] ref).
         #[arg(long = "ref", value_name = "REF")]
         reference: Option<String>,
+        /// With strategy = "upload": build and prepare anew even if this commit is already
+        /// prepared on every host.
+        #[arg(long)]
+        force: bool,
     },
     /// Run the [[activate]] steps (migrate once), switch every host to the prepared release at
     /// once, run the after-switch steps and the health check.
@@ -101,6 +108,10 @@ pub enum Command {
         /// Branch, tag or commit to deploy (default: [source] ref).
         #[arg(long = "ref", value_name = "REF")]
         reference: Option<String>,
+        /// With strategy = "upload": build and prepare anew even if this commit is already
+        /// prepared on every host.
+        #[arg(long)]
+        force: bool,
     },
     /// Switch every host back to the previous (or the given) release and run the after-switch
     /// steps.

@@ -76,10 +76,16 @@ fn step_failures(failures: &[StepFailure]) -> String {
         .iter()
         .map(|f| format!("{}: {}", f.host, f.outcome))
         .collect();
+    let on = match failures {
+        [only] if only.host == crate::plan::LOCAL => "this machine (a local step)".to_string(),
+        _ => format!(
+            "{} host{}",
+            failures.len(),
+            if failures.len() == 1 { "" } else { "s" }
+        ),
+    };
     format!(
-        "step `{step}` failed on {} host{}; later steps did not run\n  {}",
-        failures.len(),
-        if failures.len() == 1 { "" } else { "s" },
+        "step `{step}` failed on {on}; later steps did not run\n  {}",
         lines.join("\n  ")
     )
 }

@@ -3,6 +3,7 @@
 //!
 //! The binary is a thin shell around [`cmd`]; everything is here so that tests can call it.
 
+pub mod artifact;
 pub mod cli;
 pub mod cmd;
 pub mod deployfile;

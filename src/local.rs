@@ -161,3 +161,25 @@ fn signal_name(signal: i32) -> String {
         other => other.to_string(),
     }
 }
+
+/// The local host's upload: a copy, to `to.part` and then renamed, like an SFTP upload.
+pub async fn copy(
+    from: &std::path::Path,
+    to: &str,
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> Result<(), String> {
+    let partial = format!("{to}.part");
+    if let Some(dir) = std::path::Path::new(to).parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+    }
+    let copied = tokio::fs::copy(from, &partial)
+        .await
+        .map_err(|error| format!("cannot copy {} to {partial}: {error}", from.display()))?;
+    tokio::fs::rename(&partial, to)
+        .await
+        .map_err(|error| format!("cannot rename {partial} to {to}: {error}"))?;
+    progress(copied);
+    Ok(())
+}

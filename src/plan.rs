@@ -1,9 +1,11 @@
 //! Which step runs where, with which exact script: built completely before anything runs, so
 //! `--dry-run` prints the very plan that a real run executes.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::deployfile::{ActivateStep, Deployfile, EnvVar, Source, Step};
+use crate::artifact::{Artifact, Workspace};
+use crate::deployfile::{ActivateStep, Deployfile, EnvVar, Source, Step, Strategy};
 use crate::inventory::Host;
 use crate::release;
 use crate::template::Values;
@@ -28,7 +30,30 @@ pub struct PlannedStep {
     /// Every host's command is started and made ready first, then all are told to go at once
     /// (the switch).
     pub armed: bool,
+    /// The script of a local step, run once on this machine instead of on `runs`.
+    pub local: Option<String>,
+    /// An upload step sends this local file to each run's host, to the path in its `script`.
+    pub upload: Option<PathBuf>,
 }
+
+impl PlannedStep {
+    /// A step that runs `runs` as they are: all at once, output shown.
+    pub fn new(name: &str, runs: Vec<PlannedRun>) -> PlannedStep {
+        PlannedStep {
+            name: name.to_string(),
+            timeout: None,
+            concurrency: None,
+            runs,
+            capture: false,
+            armed: false,
+            local: None,
+            upload: None,
+        }
+    }
+}
+
+/// How a local step appears in output, where a host's name would.
+pub const LOCAL: &str = "local";
 
 #[derive(Debug, Clone)]
 pub struct PlannedRun {
@@ -53,23 +78,22 @@ pub fn quote(value: &str, what: &str) -> Result<String, QuoteError> {
 
 /// Where a step's script starts.
 pub enum WorkDir<'a> {
-    /// Tasks: the live release, or `deploy_to` before the first deploy, or `/` on a host that
-    /// has never been deployed to (a task like a database backup needs no code).
-    Current,
+    /// Tasks: the host's live release, or `deploy_to` before the first deploy, or `/` on a host
+    /// that has never been deployed to (a task like a database backup needs no code).
+    Current(&'a Host),
     Path(&'a str),
 }
 
-/// The script for one command on one host: change directory, export `[env]` and every variable
-/// as `DEPLOYR_*`, then the command itself.
+/// The script for one command: change directory, export `[env]` and every variable as
+/// `DEPLOYR_*`, then the command itself.
 pub fn script(
     dir: WorkDir,
-    host: &Host,
     env: &[EnvVar],
     values: &Values,
     command: &str,
 ) -> Result<String, QuoteError> {
     let cd = match dir {
-        WorkDir::Current => format!(
+        WorkDir::Current(host) => format!(
             "cd {} 2>/dev/null || cd {} 2>/dev/null || cd /",
             quote(&host.current_path(), "current_path")?,
             quote(&host.deploy_to, "deploy_to")?
@@ -122,6 +146,11 @@ pub fn in_current(
 ) -> Result<Plan, QuoteError> {
     let mut planned = Vec::new();
     for step in steps {
+        if step.local {
+            let values = local_values(deployfile, timestamp, None);
+            planned.push(local_step(deployfile, step, &values)?);
+            continue;
+        }
         let mut runs = Vec::new();
         for index in hosts_for(step.roles.as_deref(), step.once, &hosts) {
             let host = &hosts[index];
@@ -129,16 +158,13 @@ pub fn in_current(
             let command = step.command.render(&values);
             runs.push(PlannedRun {
                 host: index,
-                script: script(WorkDir::Current, host, &deployfile.env, &values, &command)?,
+                script: script(WorkDir::Current(host), &deployfile.env, &values, &command)?,
             });
         }
         planned.push(PlannedStep {
-            name: step.name.clone(),
             timeout: step.timeout,
             concurrency: step.concurrency,
-            runs,
-            capture: false,
-            armed: false,
+            ..PlannedStep::new(&step.name, runs)
         });
     }
     Ok(Plan {
@@ -173,7 +199,51 @@ pub fn release_values(
     values
 }
 
-/// A deployfile step run in the release directory on the hosts its roles select.
+/// What a command on this machine knows: the app, the time, the release if there is one, and
+/// the `[vars]` that need no host.
+pub fn local_values(
+    deployfile: &Deployfile,
+    timestamp: &str,
+    release: Option<(&ReleaseInfo, Option<&str>)>,
+) -> Values {
+    let mut values = Values::default();
+    values.set("app", &deployfile.app.name);
+    values.set("timestamp", timestamp);
+    let builtins = values.clone();
+    for (name, template) in &deployfile.local_vars {
+        values.set(name, template.render(&builtins));
+    }
+    if let Some((info, previous)) = release {
+        values.set("release", &info.release);
+        values.set("commit", &info.commit);
+        values.set("ref", &info.reference);
+        values.set("previous_release", previous.unwrap_or_default());
+    }
+    values
+}
+
+/// A local step: once, on this machine, in the deployfile's directory.
+fn local_step(
+    deployfile: &Deployfile,
+    step: &Step,
+    values: &Values,
+) -> Result<PlannedStep, QuoteError> {
+    let dir = deployfile.directory();
+    let command = step.command.render(values);
+    Ok(PlannedStep {
+        timeout: step.timeout,
+        local: Some(script(
+            WorkDir::Path(&dir.to_string_lossy()),
+            &deployfile.env,
+            values,
+            &command,
+        )?),
+        ..PlannedStep::new(&step.name, Vec::new())
+    })
+}
+
+/// A deployfile step run in the release directory on the hosts its roles select, or once on
+/// this machine if it is local.
 fn release_step(
     deployfile: &Deployfile,
     hosts: &[Host],
@@ -182,6 +252,11 @@ fn release_step(
     info: &ReleaseInfo,
     previous: &[Option<String>],
 ) -> Result<PlannedStep, QuoteError> {
+    if step.local {
+        let previous = previous.first().cloned().flatten();
+        let values = local_values(deployfile, timestamp, Some((info, previous.as_deref())));
+        return local_step(deployfile, step, &values);
+    }
     let mut runs = Vec::new();
     for index in hosts_for(step.roles.as_deref(), step.once, hosts) {
         let host = &hosts[index];
@@ -196,22 +271,13 @@ fn release_step(
         let command = step.command.render(&values);
         runs.push(PlannedRun {
             host: index,
-            script: script(
-                WorkDir::Path(&dir),
-                host,
-                &deployfile.env,
-                &values,
-                &command,
-            )?,
+            script: script(WorkDir::Path(&dir), &deployfile.env, &values, &command)?,
         });
     }
     Ok(PlannedStep {
-        name: step.name.clone(),
         timeout: step.timeout,
         concurrency: step.concurrency,
-        runs,
-        capture: false,
-        armed: false,
+        ..PlannedStep::new(&step.name, runs)
     })
 }
 
@@ -231,12 +297,8 @@ fn own_step(
         });
     }
     Ok(PlannedStep {
-        name: name.to_string(),
-        timeout: None,
-        concurrency: None,
-        runs,
         capture,
-        armed: false,
+        ..PlannedStep::new(name, runs)
     })
 }
 
@@ -266,28 +328,89 @@ pub fn force_unlock(hosts: &[Host], on: &[usize]) -> Result<PlannedStep, QuoteEr
     })
 }
 
-/// `prepare`: resolve the ref on the first host, export that one commit everywhere, run the
-/// `[[prepare]]` steps in the new release, then mark it prepared.
-pub fn prepare(
+/// The first step of `prepare`: find the commit that the ref names, once, so every host gets
+/// that one commit even if the branch moves meanwhile. With git, on the first host (which
+/// fetches anyway); with uploads, here, in this machine's mirror, also printing the commit's
+/// time, which every packed file gets.
+pub fn resolve(
     deployfile: &Deployfile,
     source: &Source,
     hosts: &[Host],
-    timestamp: &str,
-    info: &ReleaseInfo,
-    previous: &[Option<String>],
-) -> Result<Vec<PlannedStep>, QuoteError> {
+    workspace: &Workspace,
+    reference: &str,
+) -> Result<PlannedStep, QuoteError> {
     // git runs with `[env]` too: a proxy or GIT_SSH_COMMAND may be needed to reach the repo.
     let env = env_exports(&deployfile.env)?;
-    let mut steps = vec![own_step("resolve", hosts, [0], true, |_, host| {
-        let fetch = release::fetch_script(host, &source.repo, &info.reference, true)?;
-        Ok(format!("{env}{fetch}"))
-    })?];
-    steps.push(own_step(
-        "code",
-        hosts,
-        0..hosts.len(),
-        false,
-        |index, host| {
+    match source.strategy {
+        Strategy::Git => own_step("resolve", hosts, [0], true, |_, host| {
+            let fetch = release::fetch_script(host, &source.repo, reference, true)?;
+            Ok(format!("{env}{fetch}"))
+        }),
+        Strategy::Upload { .. } => {
+            let mirror = workspace.mirror().to_string_lossy().into_owned();
+            let fetch = release::mirror_script(&mirror, &source.repo, reference, true)?;
+            let commit_of = quote(&format!("{reference}^{{commit}}"), "the ref")?;
+            Ok(PlannedStep {
+                capture: true,
+                local: Some(format!(
+                    "mkdir -p {parent} || exit 1\n{env}{fetch}\ngit -C {mirror} show -s --format=%ct {commit_of}",
+                    parent = quote(&workspace.root().to_string_lossy(), "the workspace")?,
+                    mirror = quote(&mirror, "the mirror")?,
+                )),
+                ..PlannedStep::new("resolve", Vec::new())
+            })
+        }
+    }
+}
+
+/// The upload strategy's build: a clean export of the commit on this machine, and the `build`
+/// command run in it.
+pub fn build(
+    deployfile: &Deployfile,
+    source: &Source,
+    workspace: &Workspace,
+    timestamp: &str,
+    info: &ReleaseInfo,
+) -> Result<Option<PlannedStep>, QuoteError> {
+    let Strategy::Upload { build, .. } = &source.strategy else {
+        return Ok(None);
+    };
+    let dir = workspace.build_dir().to_string_lossy().into_owned();
+    let tree = match &source.repo_tree {
+        Some(tree) => format!("{}:{tree}", info.commit),
+        None => info.commit.clone(),
+    };
+    let export = format!(
+        "rm -rf {dir} && mkdir -p {dir} || exit 1\ngit -C {mirror} archive --format=tar {tree} | tar -x -C {dir} || exit 1",
+        dir = quote(&dir, "the build directory")?,
+        mirror = quote(&workspace.mirror().to_string_lossy(), "the mirror")?,
+        tree = quote(&tree, "the commit")?,
+    );
+    let values = local_values(deployfile, timestamp, Some((info, None)));
+    let command = build
+        .as_ref()
+        .map(|b| b.render(&values))
+        .unwrap_or_default();
+    let run = script(WorkDir::Path(&dir), &deployfile.env, &values, &command)?;
+    Ok(Some(PlannedStep {
+        local: Some(format!("{export}\n{run}")),
+        ..PlannedStep::new("build", Vec::new())
+    }))
+}
+
+/// Puts the commit's files into a new release directory on every host: with git, each host
+/// fetches and exports it; with uploads, the artifact goes to the hosts in `send_to` (the others
+/// hold it already) and every host checks and unpacks it.
+pub fn code(
+    deployfile: &Deployfile,
+    source: &Source,
+    hosts: &[Host],
+    info: &ReleaseInfo,
+    artifact: Option<&Artifact>,
+    send_to: &[usize],
+) -> Result<Vec<PlannedStep>, QuoteError> {
+    let Some(artifact) = artifact else {
+        let code = own_step("code", hosts, 0..hosts.len(), false, |index, host| {
             let export = release::export_script(
                 host,
                 &deployfile.app,
@@ -299,12 +422,48 @@ pub fn prepare(
                 return Ok(export);
             }
             let fetch = release::fetch_script(host, &source.repo, &info.reference, false)?;
-            Ok(format!(
-                "{fetch}
-{export}"
-            ))
+            Ok(format!("{fetch}\n{export}"))
+        })?;
+        return Ok(vec![code]);
+    };
+    let upload = own_step(
+        "upload",
+        hosts,
+        send_to.iter().copied(),
+        false,
+        |_, host| Ok(release::artifact_path(host, &artifact.sha256)),
+    )?;
+    let unpack = own_step("code", hosts, 0..hosts.len(), false, |_, host| {
+        release::unpack_script(
+            host,
+            &deployfile.app,
+            &info.release,
+            &info.commit,
+            &artifact.sha256,
+        )
+    })?;
+    if send_to.is_empty() {
+        return Ok(vec![unpack]);
+    }
+    Ok(vec![
+        PlannedStep {
+            upload: Some(artifact.path.clone()),
+            ..upload
         },
-    )?);
+        unpack,
+    ])
+}
+
+/// The rest of `prepare`: the `[[prepare]]` steps in the new release, then the marker that
+/// says it is ready.
+pub fn prepare(
+    deployfile: &Deployfile,
+    hosts: &[Host],
+    timestamp: &str,
+    info: &ReleaseInfo,
+    previous: &[Option<String>],
+) -> Result<Vec<PlannedStep>, QuoteError> {
+    let mut steps = Vec::new();
     for step in &deployfile.prepare {
         steps.push(release_step(
             deployfile, hosts, step, timestamp, info, previous,
@@ -412,17 +571,10 @@ done"#,
         let dir = host.current_path();
         runs.push(PlannedRun {
             host: index,
-            script: script(WorkDir::Path(&dir), host, &deployfile.env, &values, &looped)?,
+            script: script(WorkDir::Path(&dir), &deployfile.env, &values, &looped)?,
         });
     }
-    Ok(Some(PlannedStep {
-        name: "healthcheck".into(),
-        timeout: None,
-        concurrency: None,
-        runs,
-        capture: false,
-        armed: false,
-    }))
+    Ok(Some(PlannedStep::new("healthcheck", runs)))
 }
 
 /// Records the activation or rollback in each host's history and prunes old releases.
@@ -485,7 +637,7 @@ mod tests {
             value: "$(id)".into(),
             secret: true,
         }];
-        let script = script(WorkDir::Current, &host, &env, &values, "true").unwrap();
+        let script = script(WorkDir::Current(&host), &env, &values, "true").unwrap();
         assert!(script.contains("cd \"/srv/it's/current\""), "{script}");
         assert!(script.contains("TOKEN='$(id)'"), "{script}");
         assert!(

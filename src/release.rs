@@ -104,6 +104,8 @@ pub struct HostState {
     pub lock: Option<String>,
     /// This invocation took the lock in the same round trip.
     pub lock_taken: bool,
+    /// Checksums of the uploaded artifacts kept on the host (`strategy = "upload"`).
+    pub artifacts: Vec<String>,
 }
 
 impl HostState {
@@ -166,6 +168,7 @@ if [ -f .deployr/prepared ]; then sed 's/^/prepared_/' .deployr/prepared; fi
 for r in releases/*; do [ -d "$r" ] && [ ! -L "$r" ] && echo "release=${{r#releases/}} $(cat "$r/REVISION" 2>/dev/null)"; done
 if [ -f .deployr/history ]; then tail -n 500 .deployr/history | sed 's/^/history=/'; fi
 if [ -f .deployr/lock/owner ]; then sed 's/^/lock=/' .deployr/lock/owner; elif [ -d .deployr/lock ]; then echo "lock=unknown holder"; fi
+for a in .deployr/artifacts/*.tar.gz; do [ -f "$a" ] && a="${{a##*/}}" && echo "artifact=${{a%.tar.gz}}"; done
 true"#
     ))
 }
@@ -200,6 +203,7 @@ pub fn parse_state(lines: &[String]) -> HostState {
                     state.history.push(entry);
                 }
             }
+            "artifact" => state.artifacts.push(value.to_string()),
             "lock" => {
                 let holder = state.lock.get_or_insert_with(String::new);
                 if !holder.is_empty() {
@@ -272,24 +276,80 @@ pub fn fetch_script(
     resolve: bool,
 ) -> Result<String, QuoteError> {
     let deploy_to = quote(&host.deploy_to, "deploy_to")?;
+    Ok(format!(
+        "mkdir -p {deploy_to}/releases {deploy_to}/shared {deploy_to}/.deployr && cd {deploy_to} || exit 1\n{}",
+        mirror_script("repo", repo, reference, resolve)?
+    ))
+}
+
+/// Brings the bare mirror at `mirror` up to date with `repo` (cloning it the first time); with
+/// `resolve`, prints the commit that `reference` names, or fails saying the ref is not there.
+pub fn mirror_script(
+    mirror: &str,
+    repo: &str,
+    reference: &str,
+    resolve: bool,
+) -> Result<String, QuoteError> {
+    let mirror = quote(mirror, "the mirror")?;
     let repo = quote(repo, "the repo")?;
     let commit_of = quote(&format!("{reference}^{{commit}}"), "the ref")?;
     let reference = quote(reference, "the ref")?;
     let resolve = if resolve {
         format!(
-            "\ngit -C repo rev-parse --verify --quiet {commit_of} || {{ echo \"ref \"{reference}\" is not in \"{repo} >&2; exit 1; }}"
+            "\ngit -C {mirror} rev-parse --verify --quiet {commit_of} || {{ echo \"ref \"{reference}\" is not in \"{repo} >&2; exit 1; }}"
         )
     } else {
         String::new()
     };
     Ok(format!(
-        r#"mkdir -p {deploy_to}/releases {deploy_to}/shared {deploy_to}/.deployr && cd {deploy_to} || exit 1
-if [ -d repo ]; then
-  git -C repo remote set-url origin {repo} && git -C repo fetch --quiet --prune --force origin '+refs/heads/*:refs/heads/*' '+refs/tags/*:refs/tags/*' || exit 1
+        r#"if [ -d {mirror} ]; then
+  git -C {mirror} remote set-url origin {repo} && git -C {mirror} fetch --quiet --prune --force origin '+refs/heads/*:refs/heads/*' '+refs/tags/*:refs/tags/*' || exit 1
 else
-  git clone --quiet --mirror {repo} repo || exit 1
+  git clone --quiet --mirror {repo} {mirror} || exit 1
 fi{resolve}"#
     ))
+}
+
+/// Where an uploaded artifact is kept on a host, named by its checksum.
+pub fn artifact_path(host: &Host, sha256: &str) -> String {
+    format!("{}/.deployr/artifacts/{sha256}.tar.gz", host.deploy_to)
+}
+
+/// Unpacks an uploaded artifact into a new release directory, after checking that it is
+/// exactly what was sent: a damaged copy is removed (the next prepare sends it again) and the
+/// host fails. Older artifacts are removed; the host keeps only the latest.
+pub fn unpack_script(
+    host: &Host,
+    app: &App,
+    release: &str,
+    commit: &str,
+    sha256: &str,
+) -> Result<String, QuoteError> {
+    let deploy_to = quote(&host.deploy_to, "deploy_to")?;
+    let artifact = quote(
+        &format!(".deployr/artifacts/{sha256}.tar.gz"),
+        "the artifact",
+    )?;
+    let expected = quote(sha256, "the checksum")?;
+    let id = release;
+    let release = quote(release, "the release")?;
+    let commit = quote(commit, "the commit")?;
+    let mut script = format!(
+        r#"mkdir -p {deploy_to}/releases {deploy_to}/shared && cd {deploy_to} || exit 1
+actual=$(sha256sum < {artifact} | cut -d' ' -f1) || exit 1
+if [ "$actual" != {expected} ]; then
+  rm -f {artifact}
+  echo "the uploaded artifact is damaged: its sha256 is $actual, not "{expected}"; it was removed, and the next prepare sends it again" >&2
+  exit 1
+fi
+rm -rf releases/{release} && mkdir -p releases/{release} || exit 1
+tar -xzf {artifact} -C releases/{release} || exit 1
+echo {commit} > releases/{release}/REVISION || exit 1
+for a in .deployr/artifacts/*; do [ "$a" = {artifact} ] || rm -f "$a"; done
+"#
+    );
+    script.push_str(&link_shared_script(host, app, id)?);
+    Ok(script)
 }
 
 /// Exports one commit into a new release directory and links the shared paths into it.
@@ -313,6 +373,13 @@ git -C repo archive --format=tar {tree} | tar -x -C releases/{release} || exit 1
 echo {commit} > releases/{release}/REVISION || exit 1
 "#
     );
+    script.push_str(&link_shared_script(host, app, release)?);
+    Ok(script)
+}
+
+/// Links `shared_dirs` and `shared_files` from `shared/` into a new release directory.
+fn link_shared_script(host: &Host, app: &App, release: &str) -> Result<String, QuoteError> {
+    let mut script = String::new();
     for dir in &app.shared_dirs {
         let shared = quote(&format!("shared/{dir}"), "a shared dir")?;
         let linked = quote(&format!("releases/{release}/{dir}"), "a shared dir")?;

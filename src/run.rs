@@ -9,7 +9,7 @@ use std::time::Instant;
 use futures::StreamExt;
 
 use crate::inventory::Host;
-use crate::plan::{Plan, PlannedRun, PlannedStep};
+use crate::plan::{LOCAL, Plan, PlannedRun, PlannedStep};
 use crate::report::{EventKind, Events};
 use crate::ssh::ConnectError;
 use crate::transport::{Armed, Cancel, Connection, Outcome, Stream};
@@ -87,7 +87,7 @@ pub async fn connect_all(
 /// How one host's run of a step ended.
 #[derive(Debug, Clone)]
 pub struct HostResult {
-    /// Index into the plan's hosts.
+    /// Index into the plan's hosts (0 for a local step, which has none).
     pub host: usize,
     pub outcome: Outcome,
     pub finished: Instant,
@@ -122,7 +122,7 @@ pub fn failures(
         .iter()
         .filter(|result| !result.outcome.success())
         .map(|result| StepFailure {
-            host: hosts[result.host].name.clone(),
+            host: label(hosts, step, result.host).to_string(),
             step: step.name.clone(),
             outcome: result.outcome.clone(),
         })
@@ -134,8 +134,16 @@ pub fn failures(
     }
 }
 
-/// Runs one step on all its hosts at once (within the limits); one result per run, in host
-/// order.
+/// The name a run shows as: its host's, or `local` for a local step.
+fn label<'a>(hosts: &'a [Host], step: &PlannedStep, host: usize) -> &'a str {
+    match step.local {
+        Some(_) => LOCAL,
+        None => &hosts[host].name,
+    }
+}
+
+/// Runs one step on all its hosts at once (within the limits), or once here if it is local;
+/// one result per run, in host order.
 pub async fn execute_step(
     hosts: &[Host],
     step: &PlannedStep,
@@ -144,6 +152,23 @@ pub async fn execute_step(
     cancel: &Cancel,
     events: &Events,
 ) -> Vec<HostResult> {
+    if let Some(script) = &step.local {
+        let run = PlannedRun {
+            host: 0,
+            script: script.clone(),
+        };
+        return vec![
+            run_one(
+                LOCAL,
+                step,
+                &run,
+                &Connection::Local,
+                cancel.clone(),
+                events,
+            )
+            .await,
+        ];
+    }
     if step.runs.is_empty() {
         events.send(EventKind::StepSkipped {
             step: step.name.clone(),
@@ -158,11 +183,29 @@ pub async fn execute_step(
     if step.armed {
         return execute_armed(hosts, step, connections, limit, cancel, events).await;
     }
+    if let Some(from) = &step.upload {
+        let mut results: Vec<HostResult> = futures::stream::iter(&step.runs)
+            .map(|run| {
+                upload_one(
+                    &hosts[run.host].name,
+                    step,
+                    run,
+                    from,
+                    &connections[run.host],
+                    events,
+                )
+            })
+            .buffer_unordered(limit)
+            .collect()
+            .await;
+        results.sort_by_key(|result| result.host);
+        return results;
+    }
     let mut results: Vec<HostResult> = futures::stream::iter(&step.runs)
         .map(|run| async move {
             let connection = &connections[run.host];
             run_one(
-                &hosts[run.host],
+                &hosts[run.host].name,
                 step,
                 run,
                 connection,
@@ -179,7 +222,7 @@ pub async fn execute_step(
 }
 
 async fn run_one(
-    host: &Host,
+    host: &str,
     step: &PlannedStep,
     run: &PlannedRun,
     connection: &Connection,
@@ -187,7 +230,7 @@ async fn run_one(
     events: &Events,
 ) -> HostResult {
     events.send(EventKind::StepStarted {
-        host: host.name.clone(),
+        host: host.to_string(),
         step: step.name.clone(),
     });
     let started = Instant::now();
@@ -198,7 +241,7 @@ async fn run_one(
             return;
         }
         events.send(EventKind::Output {
-            host: host.name.clone(),
+            host: host.to_string(),
             step: step.name.clone(),
             stream,
             line,
@@ -209,7 +252,7 @@ async fn run_one(
         .await;
     let finished = Instant::now();
     events.send(EventKind::StepFinished {
-        host: host.name.clone(),
+        host: host.to_string(),
         step: step.name.clone(),
         outcome: outcome.clone(),
         duration: finished - started,
@@ -221,6 +264,71 @@ async fn run_one(
         stdout,
     }
 }
+
+/// Sends `from` to one host (to the path in the run's `script`), reporting the bytes sent as
+/// they go and the throughput at the end.
+async fn upload_one(
+    host: &str,
+    step: &PlannedStep,
+    run: &PlannedRun,
+    from: &std::path::Path,
+    connection: &Connection,
+    events: &Events,
+) -> HostResult {
+    events.send(EventKind::StepStarted {
+        host: host.to_string(),
+        step: step.name.clone(),
+    });
+    let started = Instant::now();
+    let total = std::fs::metadata(from).map(|m| m.len()).unwrap_or(0);
+    let mut reported = 0;
+    let mut progress = |sent: u64| {
+        // A line per MiB at most: enough for a live bar, not a flood of events.
+        if sent == total || sent - reported >= 1 << 20 {
+            reported = sent;
+            events.send(EventKind::Transferred {
+                host: host.to_string(),
+                step: step.name.clone(),
+                sent,
+                total,
+            });
+        }
+    };
+    let result = connection.upload(from, &run.script, &mut progress).await;
+    let finished = Instant::now();
+    let duration = finished - started;
+    let outcome = match result {
+        Ok(()) => {
+            events.send(EventKind::Output {
+                host: host.to_string(),
+                step: step.name.clone(),
+                stream: Stream::Stdout,
+                line: format!(
+                    "sent {:.1} MiB in {:.2}s ({:.1} MiB/s)",
+                    total as f64 / MIB,
+                    duration.as_secs_f64(),
+                    total as f64 / MIB / duration.as_secs_f64().max(1e-6)
+                ),
+            });
+            Outcome::Exited(0)
+        }
+        Err(reason) => Outcome::Lost(reason),
+    };
+    events.send(EventKind::StepFinished {
+        host: host.to_string(),
+        step: step.name.clone(),
+        outcome: outcome.clone(),
+        duration,
+    });
+    HostResult {
+        host: run.host,
+        outcome,
+        finished,
+        stdout: Vec::new(),
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
 
 /// An armed step: start and ready every host's command (in parallel), then, only if every
 /// host is ready, tell them all to go in one quick pass, so they act within microseconds of each

@@ -556,3 +556,123 @@ impl Session {
             .await;
     }
 }
+
+impl Session {
+    /// Sends a file over SFTP on this connection, to `to.part` first and then renamed, so that
+    /// nothing ever finds half a file under its real name. Returns once the server has ended the
+    /// SFTP session, so anything the server does when a session ends has happened by then.
+    pub async fn upload(
+        &self,
+        from: &Path,
+        to: &str,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(), String> {
+        let Ok(_permit) = self.channels.clone().acquire_owned().await else {
+            return Err("connection closed".into());
+        };
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|error| format!("cannot open a channel: {error}"))?;
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .map_err(|error| format!("the server refused SFTP: {error}"))?;
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let pump = tokio::spawn(pump_subsystem(channel, ours));
+        let sent = send_file(theirs, from, to, progress).await;
+        // The SFTP session is gone, so the pump has sent EOF; wait for the server to close.
+        let closed = tokio::time::timeout(Duration::from_secs(60), pump).await;
+        sent?;
+        match closed {
+            Ok(Ok(())) => Ok(()),
+            _ => Err("the server did not end the SFTP session".into()),
+        }
+    }
+}
+
+/// Carries bytes between an in-memory stream (the SFTP client's end) and a subsystem channel,
+/// until the server closes the channel.
+async fn pump_subsystem(mut channel: russh::Channel<client::Msg>, stream: tokio::io::DuplexStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut buffer = vec![0; 1 << 15];
+    let mut input_open = true;
+    loop {
+        tokio::select! {
+            read = reader.read(&mut buffer), if input_open => match read {
+                Ok(0) | Err(_) => {
+                    input_open = false;
+                    let _ = channel.eof().await;
+                }
+                Ok(read) => {
+                    if channel.data(&buffer[..read]).await.is_err() {
+                        return;
+                    }
+                }
+            },
+            message = channel.wait() => match message {
+                Some(ChannelMsg::Data { data }) => {
+                    let _ = writer.write_all(&data).await;
+                }
+                Some(ChannelMsg::Eof) => {
+                    let _ = writer.shutdown().await;
+                }
+                Some(ChannelMsg::Close) | None => return,
+                Some(_) => {}
+            },
+        }
+    }
+}
+
+async fn send_file(
+    stream: tokio::io::DuplexStream,
+    from: &Path,
+    to: &str,
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sftp = russh_sftp::client::SftpSession::new(stream)
+        .await
+        .map_err(|error| format!("cannot start SFTP: {error}"))?;
+    if let Some((dir, _)) = to.rsplit_once('/') {
+        // Usually there already; if it cannot be made, creating the file says why.
+        let _ = sftp.create_dir(dir).await;
+    }
+    let partial = format!("{to}.part");
+    let mut remote = sftp
+        .create(partial.as_str())
+        .await
+        .map_err(|error| format!("cannot create {partial}: {error}"))?;
+    let mut local = tokio::fs::File::open(from)
+        .await
+        .map_err(|error| format!("cannot read {}: {error}", from.display()))?;
+    let mut buffer = vec![0; 1 << 18];
+    let mut sent = 0;
+    loop {
+        let read = local
+            .read(&mut buffer)
+            .await
+            .map_err(|error| format!("cannot read {}: {error}", from.display()))?;
+        if read == 0 {
+            break;
+        }
+        remote
+            .write_all(&buffer[..read])
+            .await
+            .map_err(|error| format!("writing {partial} failed: {error}"))?;
+        sent += read as u64;
+        progress(sent);
+    }
+    remote
+        .shutdown()
+        .await
+        .map_err(|error| format!("writing {partial} failed: {error}"))?;
+    let _ = sftp.remove_file(to).await;
+    sftp.rename(partial.as_str(), to)
+        .await
+        .map_err(|error| format!("cannot rename {partial} to {to}: {error}"))?;
+    let _ = sftp.close().await;
+    Ok(())
+}

@@ -194,6 +194,19 @@ impl Connection {
         outcome.unwrap_or_else(|| Outcome::Lost("stopped early".into()))
     }
 
+    /// Puts a local file at `to` on the host, as a whole or not at all.
+    pub async fn upload(
+        &self,
+        from: &std::path::Path,
+        to: &str,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(), String> {
+        match self {
+            Connection::Local => local::copy(from, to, progress).await,
+            Connection::Ssh(session) => session.upload(from, to, progress).await,
+        }
+    }
+
     pub async fn close(&self) {
         if let Connection::Ssh(session) = self {
             session.close().await;

@@ -1184,3 +1184,193 @@ run = "true"
         expect: &["two [[prepare]] steps are named `a`"],
     }]);
 }
+
+#[test]
+fn local_steps_and_uploads_are_validated_like_every_step() {
+    check(&[
+        Case {
+            name: "local step with roles",
+            toml: r#"[app]
+name = "shop"
+deploy_to = "/tmp/deployr-x"
+
+[hosts.web1]
+address = "local"
+roles = ["web"]
+
+[[prepare]]
+name = "assets"
+local = true
+roles = ["web"]
+run = "make assets"
+
+[tasks.x]
+run = "true"
+"#,
+            line: 9,
+            column: 1,
+            at: "[[prepare]]",
+            expect: &[
+                "step `assets` is local: it runs once, on this machine, so it takes no `roles`, `once` or `concurrency`",
+            ],
+        },
+        Case {
+            name: "local step using a host's value",
+            toml: r#"[app]
+name = "shop"
+deploy_to = "/tmp/deployr-x"
+
+[vars]
+venv = "{{shared_path}}/venv"
+channel = "deploys-{{app}}"
+
+[hosts.web1]
+address = "local"
+
+[[activate]]
+name = "notify"
+local = true
+run = "notify {{channel}} {{release}} {{release_path}}"
+
+[tasks.x]
+run = "true"
+"#,
+            line: 15,
+            column: 39,
+            at: "{{release_path}}",
+            expect: &[
+                "`{{release_path}}` is a host's value, but this command runs once, on this machine",
+                "{{release}}",
+            ],
+        },
+        Case {
+            name: "local step using a [vars] entry that needs a host",
+            toml: r#"[app]
+name = "shop"
+deploy_to = "/tmp/deployr-x"
+
+[vars]
+venv = "{{shared_path}}/venv"
+
+[hosts.web1]
+address = "local"
+
+[tasks.x]
+run = "ls {{venv}}"
+local = true
+"#,
+            line: 12,
+            column: 11,
+            at: "{{venv}}",
+            expect: &["unknown variable `{{venv}}` in a local command"],
+        },
+        Case {
+            name: "misspelt strategy",
+            toml: r#"[app]
+name = "shop"
+deploy_to = "/tmp/deployr-x"
+
+[source]
+repo = "git@example.com:shop.git"
+strategy = "uplaod"
+
+[hosts.web1]
+address = "local"
+
+[tasks.x]
+run = "true"
+"#,
+            line: 7,
+            column: 12,
+            at: "\"uplaod\"",
+            expect: &[
+                "strategy is \"git\" or \"upload\"",
+                "did you mean \"upload\"?",
+            ],
+        },
+        Case {
+            name: "build without the upload strategy",
+            toml: r#"[app]
+name = "shop"
+deploy_to = "/tmp/deployr-x"
+
+[source]
+repo = "git@example.com:shop.git"
+build = "make"
+
+[hosts.web1]
+address = "local"
+
+[tasks.x]
+run = "true"
+"#,
+            line: 7,
+            column: 9,
+            at: "\"make\"",
+            expect: &["`build` and `artifact` belong to strategy = \"upload\""],
+        },
+        Case {
+            name: "artifact outside the export",
+            toml: r#"[app]
+name = "shop"
+deploy_to = "/tmp/deployr-x"
+
+[source]
+repo = "git@example.com:shop.git"
+strategy = "upload"
+artifact = "../dist"
+
+[hosts.web1]
+address = "local"
+
+[tasks.x]
+run = "true"
+"#,
+            line: 8,
+            column: 12,
+            at: "\"../dist\"",
+            expect: &["artifact entries are paths inside the release"],
+        },
+        Case {
+            name: "build using a host's value",
+            toml: r#"[app]
+name = "shop"
+deploy_to = "/tmp/deployr-x"
+
+[source]
+repo = "git@example.com:shop.git"
+strategy = "upload"
+build = "make DEST={{deploy_to}}"
+
+[hosts.web1]
+address = "local"
+
+[tasks.x]
+run = "true"
+"#,
+            line: 8,
+            column: 20,
+            at: "{{deploy_to}}",
+            expect: &[
+                "`{{deploy_to}}` is a host's value, but this command runs once, on this machine",
+            ],
+        },
+        Case {
+            name: "a host named local",
+            toml: r#"[app]
+name = "shop"
+deploy_to = "/tmp/deployr-x"
+
+[hosts.local]
+address = "local"
+
+[tasks.x]
+run = "true"
+"#,
+            line: 5,
+            column: 8,
+            at: "local]",
+            expect: &["a host may not be named `local`"],
+        },
+    ]);
+}

@@ -1,9 +1,10 @@
 //! `deployr check`: can every host be deployed to? Connects, authenticates, verifies host keys,
-//! looks at `deploy_to` and `git`, then runs the `[[check]]` entries. Changes nothing.
+//! looks at `deploy_to` and the programs prepare needs, then runs the `[[check]]` entries. Changes nothing.
 
 use std::sync::Arc;
 
 use super::Context;
+use crate::deployfile::Strategy;
 use crate::error::Error;
 use crate::inventory::Host;
 use crate::plan::{Plan, PlannedRun, PlannedStep, quote};
@@ -55,7 +56,7 @@ async fn probe_and_check(
                         ("address".into(), endpoint(host)),
                         ("connection".into(), connection_problem(&failure.error)),
                         ("deploy_to".into(), "-".into()),
-                        ("git".into(), "-".into()),
+                        ("tools".into(), "-".into()),
                     ],
                 });
                 unreachable.push(failure);
@@ -80,7 +81,7 @@ async fn probe_and_check(
         Ok(())
     } else {
         Err(Error::CheckFailed {
-            what: "deploy_to or git".into(),
+            what: "deploy_to or the tools that prepare needs".into(),
             hosts: unusable,
         })
     }
@@ -112,8 +113,20 @@ fn connection_problem(error: &crate::ssh::ConnectError) -> String {
     .to_string()
 }
 
-/// One read-only script per host that reports on `deploy_to` and `git` as `key=value` lines.
+/// One read-only script per host that reports on `deploy_to` and the programs that prepare
+/// runs there (git, or for uploads tar, gzip and sha256sum) as `key=value` lines.
 fn probe_plan(context: &Context) -> Result<Plan, Error> {
+    let uploads = context
+        .deployfile
+        .source
+        .as_ref()
+        .is_some_and(|source| matches!(source.strategy, Strategy::Upload { .. }));
+    let tools = if uploads {
+        r#"missing=""; for t in tar gzip sha256sum; do command -v $t >/dev/null 2>&1 || missing="$missing $t"; done
+if [ -z "$missing" ]; then echo "tools=tar, gzip, sha256sum"; else echo "tools=MISSING$missing"; fi"#
+    } else {
+        r#"if command -v git >/dev/null 2>&1; then echo "tools=$(git --version)"; else echo "tools=MISSING git"; fi"#
+    };
     let mut runs = Vec::new();
     for (index, host) in context.hosts.iter().enumerate() {
         let deploy_to = quote(&host.deploy_to, "deploy_to")?;
@@ -125,7 +138,7 @@ else
   p="$d"; while [ ! -d "$p" ]; do p=$(dirname "$p"); done
   if [ -w "$p" ]; then echo "deploy_to=absent, can be created"; else echo "deploy_to=NOT creatable ($p is not writable)"; fi
 fi
-if command -v git >/dev/null 2>&1; then echo "git=$(git --version)"; else echo "git=MISSING"; fi"#
+{tools}"#
         );
         runs.push(PlannedRun {
             host: index,
@@ -135,12 +148,8 @@ if command -v git >/dev/null 2>&1; then echo "git=$(git --version)"; else echo "
     Ok(Plan {
         hosts: context.hosts.clone(),
         steps: vec![PlannedStep {
-            name: "probe".into(),
-            timeout: None,
-            concurrency: None,
-            runs,
             capture: true,
-            armed: false,
+            ..PlannedStep::new("probe", runs)
         }],
     })
 }
@@ -169,6 +178,6 @@ async fn probe(
         ("address".into(), endpoint(host)),
         ("connection".into(), "ok".into()),
         ("deploy_to".into(), find("deploy_to")),
-        ("git".into(), find("git")),
+        ("tools".into(), find("tools")),
     ]
 }

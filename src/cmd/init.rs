@@ -37,6 +37,7 @@ mod tests {
         let parsed = crate::deployfile::Deployfile::parse(
             std::path::Path::new("deployfile.toml"),
             super::STARTER,
+            None,
         );
         assert!(parsed.is_ok(), "{}", parsed.err().unwrap());
     }

@@ -66,7 +66,7 @@ impl Context {
         cancel: Cancel,
         busy: Arc<Mutex<String>>,
     ) -> Result<Context, Error> {
-        let deployfile = Deployfile::load(&args.file)?;
+        let deployfile = Deployfile::load(&args.file, args.stage.as_deref())?;
         let selection = Selection {
             hosts: args.hosts.clone(),
             roles: args.roles.clone(),
@@ -374,9 +374,13 @@ pub async fn main(cli: Cli) -> Result<(), Failed> {
     let result = match &cli.command {
         Command::Run { task } => task::run(&context, task).await,
         Command::Check => check::run(&context).await,
-        Command::Prepare { reference } => prepare::command(&context, reference.as_deref()).await,
+        Command::Prepare { reference, force } => {
+            prepare::command(&context, reference.as_deref(), *force).await
+        }
         Command::Activate { release } => activate::command(&context, release.as_deref()).await,
-        Command::Deploy { reference } => deploy(&context, reference.as_deref()).await,
+        Command::Deploy { reference, force } => {
+            deploy(&context, reference.as_deref(), *force).await
+        }
         Command::Rollback { to } => activate::rollback_command(&context, to.as_deref()).await,
         Command::Status => status::status(&context).await,
         Command::Releases => status::releases(&context).await,
@@ -414,20 +418,22 @@ fn watch_interrupts() -> (Cancel, Arc<Mutex<String>>) {
 }
 
 /// `deployr deploy`: prepare, then activate exactly that release, over the same connections.
-async fn deploy(context: &Context, reference: Option<&str>) -> Result<(), Error> {
+async fn deploy(context: &Context, reference: Option<&str>, force: bool) -> Result<(), Error> {
     if context.dry_run {
-        prepare::command(context, reference).await?;
+        prepare::command(context, reference, force).await?;
         return activate::command(context, None).await;
     }
     context
         .with_session(async |session| {
             let mut states = session.lock("deploy").await?;
             session.service_checks().await?;
-            let prepared = prepare::prepare(context, session, &states, reference).await?;
+            let prepared = prepare::prepare(context, session, &states, reference, force).await?;
             // What prepare just wrote, without reading every host again.
             for state in &mut states {
-                let release = (prepared.release.clone(), prepared.commit.clone());
-                state.releases.push(release);
+                if !state.has_release(&prepared.release) {
+                    let release = (prepared.release.clone(), prepared.commit.clone());
+                    state.releases.push(release);
+                }
                 state.prepared = Some(prepared.clone());
             }
             activate::activate(context, session, states, Some(&prepared.release)).await

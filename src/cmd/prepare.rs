@@ -1,31 +1,64 @@
 //! `deployr prepare`: the slow work, on every host in parallel, while the old release serves.
 
 use super::{Context, Session};
-use crate::deployfile::Source;
+use crate::artifact::{self, Artifact, Workspace};
+use crate::deployfile::{Source, Strategy};
 use crate::error::Error;
-use crate::plan::{self, Plan, ReleaseInfo};
+use crate::plan::{self, LOCAL, Plan, PlannedStep, ReleaseInfo};
 use crate::refname;
 use crate::release::{self, HostState, Prepared};
+use crate::report::EventKind;
+use crate::transport::{Outcome, Stream};
 
-pub async fn command(context: &Context, reference: Option<&str>) -> Result<(), Error> {
+pub async fn command(context: &Context, reference: Option<&str>, force: bool) -> Result<(), Error> {
     if context.dry_run {
         let source = source(context)?;
+        let workspace = Workspace::for_app(&context.deployfile.app.name);
         let info = ReleaseInfo {
             release: release::new_id(context.now),
             commit: "<commit of the ref>".into(),
             reference: reference_to_deploy(source, reference)?,
         };
         let previous = vec![Some("<current release>".to_string()); context.hosts.len()];
-        let steps = plan::prepare(
-            &context.deployfile,
+        let deployfile = &context.deployfile;
+        let hosts = &context.hosts;
+        let mut steps = vec![plan::resolve(
+            deployfile,
             source,
-            &context.hosts,
+            hosts,
+            &workspace,
+            &info.reference,
+        )?];
+        steps.extend(plan::build(
+            deployfile,
+            source,
+            &workspace,
+            &context.timestamp,
+            &info,
+        )?);
+        let artifact = matches!(source.strategy, Strategy::Upload { .. }).then(|| Artifact {
+            path: workspace.artifact_path("<commit>", "<build>"),
+            sha256: "<sha256>".into(),
+            size: 0,
+        });
+        let everywhere: Vec<usize> = (0..hosts.len()).collect();
+        steps.extend(plan::code(
+            deployfile,
+            source,
+            hosts,
+            &info,
+            artifact.as_ref(),
+            &everywhere,
+        )?);
+        steps.extend(plan::prepare(
+            deployfile,
+            hosts,
             &context.timestamp,
             &info,
             &previous,
-        )?;
+        )?);
         return context.print_plan(&Plan {
-            hosts: context.hosts.clone(),
+            hosts: hosts.clone(),
             steps,
         });
     }
@@ -33,7 +66,7 @@ pub async fn command(context: &Context, reference: Option<&str>) -> Result<(), E
         .with_session(async |session| {
             let states = session.lock("prepare").await?;
             session.service_checks().await?;
-            prepare(context, session, &states, reference)
+            prepare(context, session, &states, reference, force)
                 .await
                 .map(drop)
         })
@@ -55,14 +88,19 @@ fn reference_to_deploy(source: &Source, reference: Option<&str>) -> Result<Strin
     Ok(reference.to_string())
 }
 
-/// Prepares a new release on every host of the session and returns what was prepared.
+/// Prepares a new release on every host of the session and returns what was prepared (or,
+/// with uploads, the release that already holds this commit on every host, unless `force`).
 pub async fn prepare(
     context: &Context,
     session: &Session<'_>,
     states: &[HostState],
     reference: Option<&str>,
+    force: bool,
 ) -> Result<Prepared, Error> {
+    let deployfile = &context.deployfile;
+    let hosts = &context.hosts;
     let source = source(context)?;
+    let workspace = Workspace::for_app(&deployfile.app.name);
     let reference = reference_to_deploy(source, reference)?;
     let existing = states
         .iter()
@@ -72,34 +110,103 @@ pub async fn prepare(
         commit: String::new(),
         reference,
     };
-    let previous: Vec<Option<String>> = states.iter().map(|state| state.current.clone()).collect();
-    let build = |info: &ReleaseInfo| {
-        plan::prepare(
-            &context.deployfile,
+    let resolved = session
+        .run(&plan::resolve(
+            deployfile,
             source,
-            &context.hosts,
-            &context.timestamp,
-            info,
-            &previous,
-        )
-    };
-    // The ref is resolved once, on the first host, so that every host gets the same commit
-    // even if the branch moves while the others fetch.
-    let resolve = build(&info)?.remove(0);
-    let resolved = session.run(&resolve).await?;
-    let commit = resolved
+            hosts,
+            &workspace,
+            &info.reference,
+        )?)
+        .await?;
+    let printed: Vec<&str> = resolved
         .first()
-        .and_then(|result| result.stdout.last())
-        .map(|line| line.trim().to_string())
-        .filter(|commit| commit.len() >= 40 && commit.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(|result| result.stdout.iter().map(|line| line.trim()).collect())
+        .unwrap_or_default();
+    let position = printed
+        .iter()
+        .position(|line| line.len() >= 40 && line.chars().all(|c| c.is_ascii_hexdigit()))
         .ok_or_else(|| {
+            let on = match source.strategy {
+                Strategy::Git => hosts[0].name.as_str(),
+                Strategy::Upload { .. } => "this machine",
+            };
             Error::Refused(format!(
-                "could not resolve {} to a commit on {}",
-                info.reference, context.hosts[0].name
+                "could not resolve {} to a commit on {on}",
+                info.reference
             ))
         })?;
-    info.commit = commit;
-    for step in build(&info)?.iter().skip(1) {
+    info.commit = printed[position].to_string();
+    let artifact = match &source.strategy {
+        Strategy::Git => None,
+        Strategy::Upload { build, artifact } => {
+            if !force && let Some(prepared) = prepared_everywhere(states, &info.commit) {
+                session.notice(format!(
+                    "{} ({}) is already prepared as {} on every selected host; reusing it (--force prepares it anew)",
+                    &info.commit[..12],
+                    info.reference,
+                    prepared.release
+                ));
+                return Ok(prepared);
+            }
+            let mtime = printed
+                .get(position + 1)
+                .and_then(|time| time.parse().ok())
+                .unwrap_or(0);
+            let build_text = build.as_ref().map(|b| b.source()).unwrap_or_default();
+            let key = artifact::settings_key(build_text, artifact, source.repo_tree.as_deref());
+            let packed = match workspace.cached(&info.commit, &key) {
+                Some(cached) if !force => {
+                    session.notice(format!(
+                        "reusing the build of {} ({}, sha256 {})",
+                        &info.commit[..12],
+                        megabytes(cached.size),
+                        &cached.sha256[..12]
+                    ));
+                    cached
+                }
+                _ => {
+                    build_and_pack(context, session, &workspace, &info, artifact, &key, mtime)
+                        .await?
+                }
+            };
+            Some(packed)
+        }
+    };
+    let send_to: Vec<usize> = match &artifact {
+        Some(packed) => {
+            let (have, lack): (Vec<usize>, Vec<usize>) =
+                (0..hosts.len()).partition(|&i| states[i].artifacts.contains(&packed.sha256));
+            if !have.is_empty() {
+                let names: Vec<&str> = have.iter().map(|&i| hosts[i].name.as_str()).collect();
+                session.notice(format!(
+                    "{} already hold{} artifact {}; not sent again",
+                    names.join(", "),
+                    if have.len() == 1 { "s" } else { "" },
+                    &packed.sha256[..12]
+                ));
+            }
+            lack
+        }
+        None => Vec::new(),
+    };
+    let previous: Vec<Option<String>> = states.iter().map(|state| state.current.clone()).collect();
+    let mut steps = plan::code(
+        deployfile,
+        source,
+        hosts,
+        &info,
+        artifact.as_ref(),
+        &send_to,
+    )?;
+    steps.extend(plan::prepare(
+        deployfile,
+        hosts,
+        &context.timestamp,
+        &info,
+        &previous,
+    )?);
+    for step in &steps {
         session.run(step).await?;
     }
     session.notice(format!(
@@ -107,8 +214,8 @@ pub async fn prepare(
         info.release,
         &info.commit[..12],
         info.reference,
-        context.hosts.len(),
-        if context.hosts.len() == 1 { "" } else { "s" }
+        hosts.len(),
+        if hosts.len() == 1 { "" } else { "s" }
     ));
     Ok(Prepared {
         release: info.release,
@@ -116,4 +223,92 @@ pub async fn prepare(
         reference: info.reference,
         time: context.timestamp.clone(),
     })
+}
+
+/// The release that every host has prepared from `commit` and still holds, if there is one.
+fn prepared_everywhere(states: &[HostState], commit: &str) -> Option<Prepared> {
+    let first = states.first()?.prepared.clone()?;
+    let everywhere = states.iter().all(|state| {
+        state.prepared.as_ref().is_some_and(|p| {
+            p.release == first.release && p.commit == commit && state.has_release(&p.release)
+        })
+    });
+    everywhere.then_some(first)
+}
+
+/// Runs the build in a clean export of the commit, then packs what it made.
+async fn build_and_pack(
+    context: &Context,
+    session: &Session<'_>,
+    workspace: &Workspace,
+    info: &ReleaseInfo,
+    artifact_dir: &str,
+    key: &str,
+    mtime: u64,
+) -> Result<Artifact, Error> {
+    let deployfile = &context.deployfile;
+    let source = source(context)?;
+    if let Some(step) = plan::build(deployfile, source, workspace, &context.timestamp, info)? {
+        session.run(&step).await?;
+    }
+    let pack_step = PlannedStep::new("pack", Vec::new());
+    let events = &session.events;
+    events.send(EventKind::StepStarted {
+        host: LOCAL.into(),
+        step: pack_step.name.clone(),
+    });
+    let started = std::time::Instant::now();
+    let dir = workspace.build_dir().join(artifact_dir);
+    let to = workspace.artifact_path(&info.commit, key);
+    let packed = if dir.is_dir() {
+        let build_dir = workspace.build_dir();
+        tokio::task::spawn_blocking(move || {
+            let packed = artifact::pack(&dir, mtime, &to);
+            let _ = std::fs::remove_dir_all(build_dir);
+            packed
+        })
+        .await
+        .map_err(|error| error.to_string())
+        .and_then(|packed| packed.map_err(|error| error.to_string()))
+    } else {
+        Err(format!(
+            "the build made no `{artifact_dir}` directory to ship (in {})",
+            workspace.build_dir().display()
+        ))
+    };
+    let outcome = match &packed {
+        Ok(packed) => {
+            events.send(EventKind::Output {
+                host: LOCAL.into(),
+                step: pack_step.name.clone(),
+                stream: Stream::Stdout,
+                line: format!(
+                    "packed {artifact_dir} into {} ({}, sha256 {})",
+                    packed.path.display(),
+                    megabytes(packed.size),
+                    packed.sha256
+                ),
+            });
+            Outcome::Exited(0)
+        }
+        Err(reason) => Outcome::Lost(reason.clone()),
+    };
+    events.send(EventKind::StepFinished {
+        host: LOCAL.into(),
+        step: pack_step.name.clone(),
+        outcome: outcome.clone(),
+        duration: started.elapsed(),
+    });
+    workspace.prune(deployfile.app.keep_releases);
+    packed.map_err(|_| {
+        Error::StepFailed(vec![crate::run::StepFailure {
+            host: LOCAL.into(),
+            step: pack_step.name,
+            outcome,
+        }])
+    })
+}
+
+pub fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }

@@ -3,6 +3,7 @@
 
 mod diagnostic;
 mod raw;
+mod stage;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ pub struct Deployfile {
     pub tasks: Vec<Task>,
     /// Hosts worked on at once.
     pub concurrency: usize,
+    /// The `[vars]` that use no host's value: the only ones a local step can use.
+    pub local_vars: Vec<(String, Template)>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +51,22 @@ pub struct Source {
     pub reference: String,
     /// Deploy only this directory of the repository (a monorepo, or an example app).
     pub repo_tree: Option<String>,
+    pub strategy: Strategy,
+}
+
+/// How a release's files reach the hosts.
+#[derive(Debug, Clone)]
+pub enum Strategy {
+    /// Every host fetches the repository into `repo/` and exports the commit: hosts need git
+    /// and access to the repository.
+    Git,
+    /// Built once on this machine from a clean export of the commit, packed, and uploaded to
+    /// every host over SFTP: hosts need neither git, nor the repository, nor build tools.
+    Upload {
+        build: Option<Template>,
+        /// The directory of the built export to ship, relative to its root.
+        artifact: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +87,9 @@ pub struct Step {
     pub timeout: Option<Duration>,
     /// Hosts this step runs on at once, below the global limit (a shared git or package server).
     pub concurrency: Option<usize>,
+    /// Runs once, on the machine running deployr, in order with the host steps: building
+    /// assets, tagging the release, notifying a chat.
+    pub local: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -93,22 +115,33 @@ pub struct Task {
 }
 
 impl Deployfile {
-    pub fn load(path: &Path) -> Result<Deployfile, DeployfileError> {
+    /// `stage` picks one of the deployfile's `[stages.NAME]`; it is required when there are
+    /// stages, and refused when there are none.
+    pub fn load(path: &Path, stage: Option<&str>) -> Result<Deployfile, DeployfileError> {
         let text = std::fs::read_to_string(path).map_err(|source| DeployfileError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Deployfile::parse(path, &text)
+        Deployfile::parse(path, &text, stage)
     }
 
-    pub fn parse(path: &Path, text: &str) -> Result<Deployfile, DeployfileError> {
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        stage: Option<&str>,
+    ) -> Result<Deployfile, DeployfileError> {
+        let toml_error = |error| DeployfileError::from_toml(path, text, &error);
+        let document = toml::de::DeTable::parse(text).map_err(toml_error)?;
+        let document = stage::select(document, stage, path, text)?;
+        let deserializer = toml::de::Deserializer::from(document);
         let raw: RawDeployfile =
-            toml::from_str(text).map_err(|error| DeployfileError::from_toml(path, text, &error))?;
+            serde::Deserialize::deserialize(deserializer).map_err(toml_error)?;
         let mut validator = Validator {
             path,
             text,
             diagnostics: Vec::new(),
             ssh_config: None,
+            local_vars: Vec::new(),
         };
         let deployfile = validator.deployfile(raw);
         // A shared value (the global deploy_to, say) can be wrong for several hosts; say it once.
@@ -119,6 +152,12 @@ impl Deployfile {
         } else {
             Err(DeployfileError::Invalid(validator.diagnostics))
         }
+    }
+
+    /// Where local steps and the build start: the deployfile's own directory, as with
+    /// Capistrano's `run_locally` in the project.
+    pub fn directory(&self) -> PathBuf {
+        directory_of(&self.path)
     }
 
     pub fn task(&self, name: &str) -> Option<&Task> {
@@ -141,13 +180,22 @@ enum Scope {
     Base,
     /// Prepare and activate steps and the health check.
     Release,
+    /// A local step or the build: no host's values, and the release's only if `release`.
+    Local { release: bool },
 }
+
+/// What a local step knows: nothing that belongs to one host.
+pub const LOCAL_VARIABLES: &[&str] = &["app", "timestamp"];
+/// What a local step knows about the release it works on.
+pub const LOCAL_RELEASE_VARIABLES: &[&str] = &["release", "commit", "ref", "previous_release"];
 
 struct Validator<'a> {
     path: &'a Path,
     text: &'a str,
     diagnostics: Vec<Diagnostic>,
     ssh_config: Option<SshConfigFile>,
+    /// Names of the `[vars]` that local steps may use.
+    local_vars: Vec<String>,
 }
 
 impl Validator<'_> {
@@ -173,6 +221,24 @@ impl Validator<'_> {
             shared_dirs: self.relative_paths(&raw_app.shared_dirs, "shared_dirs"),
             shared_files: self.relative_paths(&raw_app.shared_files, "shared_files"),
         };
+        let concurrency = raw
+            .ssh
+            .concurrency
+            .as_ref()
+            .map(|n| self.positive(n, "concurrency"))
+            .unwrap_or(50);
+        let env = self.env(&raw.env.0);
+        let vars = self.vars(&raw.vars.0);
+        let local_vars: Vec<(String, Template)> = vars
+            .iter()
+            .filter(|(_, template)| {
+                template
+                    .variables()
+                    .all(|(name, _)| LOCAL_VARIABLES.contains(&name))
+            })
+            .cloned()
+            .collect();
+        self.local_vars = local_vars.iter().map(|(name, _)| name.clone()).collect();
         let source = raw.source.map(|source| {
             let source = source.into_inner();
             let reference = match &source.reference {
@@ -192,16 +258,9 @@ impl Validator<'_> {
                 repo: self.repo(&source.repo),
                 reference,
                 repo_tree,
+                strategy: self.strategy(&source),
             }
         });
-        let concurrency = raw
-            .ssh
-            .concurrency
-            .as_ref()
-            .map(|n| self.positive(n, "concurrency"))
-            .unwrap_or(50);
-        let env = self.env(&raw.env.0);
-        let vars = self.vars(&raw.vars.0);
         let hosts = self.hosts(raw.hosts.0, &raw.ssh, &raw_app.deploy_to, &vars, app_span);
 
         let checks = self.steps(raw.check, "check", &hosts, Scope::Base);
@@ -239,6 +298,7 @@ impl Validator<'_> {
                     once: task.once,
                     timeout: task.timeout,
                     concurrency: task.concurrency,
+                    local: task.local,
                 };
                 Task {
                     description: task.description,
@@ -259,7 +319,50 @@ impl Validator<'_> {
             healthcheck,
             tasks,
             concurrency,
+            local_vars,
         }
+    }
+
+    fn strategy(&mut self, source: &raw::RawSource) -> Strategy {
+        let upload = match &source.strategy {
+            None => false,
+            Some(strategy) => match strategy.get_ref().as_str() {
+                "git" => false,
+                "upload" => true,
+                other => {
+                    self.error(
+                        strategy.span(),
+                        format!("strategy is \"git\" or \"upload\", not \"{other}\""),
+                        nearest(other, ["git", "upload"]).map(|n| format!("did you mean \"{n}\"?")),
+                    );
+                    false
+                }
+            },
+        };
+        if !upload {
+            for key in [&source.build, &source.artifact].into_iter().flatten() {
+                self.error(
+                    key.span(),
+                    "`build` and `artifact` belong to strategy = \"upload\"",
+                    Some(
+                        "add strategy = \"upload\" to [source] to build here and upload the result"
+                            .into(),
+                    ),
+                );
+            }
+            return Strategy::Git;
+        }
+        let build = source
+            .build
+            .as_ref()
+            .map(|build| self.template(build, Scope::Local { release: true }, &[]));
+        let artifact = match &source.artifact {
+            Some(artifact) => self
+                .relative_paths(std::slice::from_ref(artifact), "artifact")
+                .remove(0),
+            None => ".".to_string(),
+        };
+        Strategy::Upload { build, artifact }
     }
 
     fn nonempty(&mut self, value: &S<String>, what: &str) -> String {
@@ -280,11 +383,7 @@ impl Validator<'_> {
     }
 
     fn base_dir(&self) -> PathBuf {
-        let base = match self.path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf())
+        directory_of(self.path)
     }
 
     fn positive(&mut self, value: &S<i64>, what: &str) -> usize {
@@ -492,6 +591,13 @@ impl Validator<'_> {
                         Some(slot) => slot.1 = template,
                         None => host_vars.push((var_name, template)),
                     }
+                }
+                if name.get_ref() == crate::plan::LOCAL {
+                    self.error(
+                        name.span(),
+                        "a host may not be named `local`: output uses that name for steps that run on this machine",
+                        Some("keep address = \"local\" and call the host something else, such as `web1`".into()),
+                    );
                 }
                 let address = host.address.get_ref().trim();
                 if address.is_empty() {
@@ -724,6 +830,21 @@ impl Validator<'_> {
             Some(name) => self.nonempty(name, "name"),
             None => format!("{section}-{}", index + 1),
         };
+        let local = raw.local.as_ref().is_some_and(|local| *local.get_ref());
+        let scope = if local {
+            if raw.roles.is_some() || raw.once || raw.concurrency.is_some() {
+                self.error(
+                    span.clone(),
+                    format!("step `{name}` is local: it runs once, on this machine, so it takes no `roles`, `once` or `concurrency`"),
+                    None,
+                );
+            }
+            Scope::Local {
+                release: matches!(scope, Scope::Release),
+            }
+        } else {
+            scope
+        };
         let command = match &raw.run {
             Some(run) => self.template(run, scope, hosts),
             None => {
@@ -746,6 +867,7 @@ impl Validator<'_> {
                 .concurrency
                 .as_ref()
                 .map(|n| self.positive(n, "concurrency")),
+            local,
         }
     }
 
@@ -771,10 +893,14 @@ impl Validator<'_> {
                     "`switch = false` means nothing; remove the step or set it to true",
                     None,
                 );
-            } else if inner.run.is_some() || inner.roles.is_some() || inner.once {
+            } else if inner.run.is_some()
+                || inner.roles.is_some()
+                || inner.once
+                || inner.local.is_some()
+            {
                 self.error(
                     step.span(),
-                    "the switch step takes no `run`, `roles` or `once`: it switches every selected host",
+                    "the switch step takes no `run`, `roles`, `once` or `local`: it switches every selected host",
                     None,
                 );
             } else if switch_seen {
@@ -808,6 +934,9 @@ impl Validator<'_> {
     }
 
     fn template(&mut self, value: &S<String>, scope: Scope, hosts: &[Host]) -> Template {
+        if let Scope::Local { release } = scope {
+            return self.local_template(value, release);
+        }
         let template = self.parse_template(value);
         let mut known: Vec<&str> = BASE_VARIABLES.to_vec();
         if matches!(scope, Scope::Release) {
@@ -860,6 +989,48 @@ impl Validator<'_> {
         template
     }
 
+    /// A command run on this machine: it may use the release's values and the `[vars]` that
+    /// need no host, never a host's own values.
+    fn local_template(&mut self, value: &S<String>, release: bool) -> Template {
+        let template = self.parse_template(value);
+        let mut known: Vec<&str> = LOCAL_VARIABLES.to_vec();
+        if release {
+            known.extend(LOCAL_RELEASE_VARIABLES);
+        }
+        let local_vars = self.local_vars.clone();
+        for (variable, offset) in template.variables() {
+            if known.contains(&variable) || local_vars.iter().any(|v| v == variable) {
+                continue;
+            }
+            let span = self.inner_span(value, offset, variable.len() + 4);
+            let host_value =
+                BASE_VARIABLES.contains(&variable) || RELEASE_VARIABLES.contains(&variable);
+            if host_value {
+                self.error(
+                    span,
+                    format!("`{{{{{variable}}}}}` is a host's value, but this command runs once, on this machine"),
+                    Some(format!("it can use {}", known.iter().map(|k| format!("{{{{{k}}}}}")).collect::<Vec<_>>().join(", "))),
+                );
+            } else {
+                let help = nearest(
+                    variable,
+                    known
+                        .iter()
+                        .copied()
+                        .chain(local_vars.iter().map(String::as_str)),
+                )
+                .map(|n| format!("did you mean `{{{{{n}}}}}`?"))
+                .or_else(|| Some("only [vars] that use no host's value are known here".into()));
+                self.error(
+                    span,
+                    format!("unknown variable `{{{{{variable}}}}}` in a local command"),
+                    help,
+                );
+            }
+        }
+        template
+    }
+
     /// Where the `{{` at byte `offset` of a string's value stands in the file: the same
     /// occurrence of `{{` in the raw text, so escapes and multi-line strings cannot shift it.
     fn inner_span(&self, value: &S<String>, offset: usize, len: usize) -> Range<usize> {
@@ -879,6 +1050,15 @@ impl Validator<'_> {
             None => span,
         }
     }
+}
+
+/// The absolute directory of the deployfile, which relative paths in it are taken from.
+fn directory_of(path: &Path) -> PathBuf {
+    let base = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf())
 }
 
 fn expand_home(path: &str) -> PathBuf {

@@ -35,6 +35,10 @@ pub struct RawDeployfile {
     pub healthcheck: Option<S<RawHealthcheck>>,
     #[serde(default)]
     pub tasks: Ordered<S<RawTask>>,
+    /// Never filled: `stage::select` takes `[stages]` out first. Named here so that a misspelt
+    /// `[stage.production]` is answered with "did you mean `stages`?".
+    #[serde(rename = "stages")]
+    pub _stages: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -56,6 +60,9 @@ pub struct RawSource {
     #[serde(rename = "ref")]
     pub reference: Option<S<String>>,
     pub repo_tree: Option<S<String>>,
+    pub strategy: Option<S<String>>,
+    pub build: Option<S<String>>,
+    pub artifact: Option<S<String>>,
 }
 
 /// The `[ssh]` keys, which a host may also set for itself.
@@ -142,6 +149,7 @@ pub struct RawStep {
     pub once: bool,
     pub timeout: Option<S<String>>,
     pub concurrency: Option<S<i64>>,
+    pub local: Option<S<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +174,7 @@ pub struct RawTask {
     pub lock: bool,
     pub timeout: Option<S<String>>,
     pub concurrency: Option<S<i64>>,
+    pub local: Option<S<bool>>,
 }
 
 /// A TOML table whose entries keep the order of the file, because "the first listed host" of a
@@ -191,9 +200,33 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
                 while let Some((key, value)) = map.next_entry()? {
                     entries.push((key, value));
                 }
+                // toml hands tables over sorted by key; the keys' spans give back the file order.
+                entries.sort_by_key(|(key, _): &(S<String>, V)| key.span().start);
                 Ok(Ordered(entries))
             }
         }
         deserializer.deserialize_map(OrderedVisitor(PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::deployfile::Deployfile;
+
+    #[test]
+    fn tables_keep_the_order_of_the_file() {
+        let text = "[app]\nname = \"a\"\ndeploy_to = \"/srv/a\"\n\n\
+                    [hosts.zeta]\naddress = \"local\"\n[hosts.alpha]\naddress = \"local\"\n\n\
+                    [tasks.second]\nrun = \"true\"\n[tasks.first]\nrun = \"true\"\n";
+        let deployfile =
+            Deployfile::parse(std::path::Path::new("deployfile.toml"), text, None).unwrap();
+        let hosts: Vec<&str> = deployfile.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(hosts, ["zeta", "alpha"]);
+        let tasks: Vec<&str> = deployfile
+            .tasks
+            .iter()
+            .map(|t| t.step.name.as_str())
+            .collect();
+        assert_eq!(tasks, ["second", "first"]);
     }
 }

@@ -51,6 +51,14 @@ pub fn event(event: &Event, masker: &Masker) -> Value {
             }
             value
         }
+        EventKind::Transferred {
+            host,
+            step,
+            sent,
+            total,
+        } => json!({
+            "event": "transferred", "host": host, "step": step, "sent": sent, "total": total
+        }),
         EventKind::StepSkipped { step } => json!({ "event": "step_skipped", "step": step }),
         EventKind::Notice { text } => json!({ "event": "notice", "text": mask(text) }),
         EventKind::Activated {

@@ -49,6 +49,13 @@ pub enum EventKind {
         stream: Stream,
         line: String,
     },
+    /// Bytes of an upload sent so far: at most one event per MiB, and one at the end.
+    Transferred {
+        host: String,
+        step: String,
+        sent: u64,
+        total: u64,
+    },
     StepFinished {
         host: String,
         step: String,
@@ -347,6 +354,8 @@ impl Reporter {
                     );
                 }
             }
+            // The live bar shows these; plain lines get the throughput when the upload ends.
+            EventKind::Transferred { .. } => {}
         }
     }
 
@@ -473,6 +482,18 @@ pub fn milliseconds(duration: Duration) -> String {
 /// `--dry-run`: every script, per host and step, exactly as it would be sent.
 pub fn dry_run(plan: &Plan, masker: &Masker, out: &mut dyn Write) -> std::io::Result<()> {
     for step in &plan.steps {
+        if let Some(script) = &step.local {
+            for line in script.lines() {
+                writeln!(
+                    out,
+                    "{} {} $ {}",
+                    crate::plan::LOCAL,
+                    step.name,
+                    masker.mask(line)
+                )?;
+            }
+            continue;
+        }
         if step.runs.is_empty() {
             writeln!(
                 out,
@@ -482,6 +503,11 @@ pub fn dry_run(plan: &Plan, masker: &Masker, out: &mut dyn Write) -> std::io::Re
         }
         for run in &step.runs {
             let host = &plan.hosts[run.host].name;
+            if let Some(from) = &step.upload {
+                let (from, to) = (from.display(), &run.script);
+                writeln!(out, "{host} {} $ sftp put {from} {to}", step.name)?;
+                continue;
+            }
             for line in run.script.lines() {
                 writeln!(out, "{host} {} $ {}", step.name, masker.mask(line))?;
             }

@@ -79,6 +79,19 @@ impl Bars {
                 bar.reset_elapsed();
                 bar.set_message(step.clone());
             }
+            EventKind::Transferred {
+                host,
+                step,
+                sent,
+                total,
+            } => {
+                let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+                self.bar(host).set_message(format!(
+                    "{step} {:.1}/{:.1} MiB",
+                    mib(*sent),
+                    mib(*total)
+                ));
+            }
             EventKind::StepFinished {
                 host,
                 step,

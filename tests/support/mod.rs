@@ -96,6 +96,24 @@ impl SshHost {
         for _attempt in 0..5 {
             let port = free_port();
             let config = self.dir.join("sshd_config");
+            // OpenSSH's sftp-server behind a tap that keeps every byte the client sends, so
+            // tests can count what an upload cost; a test may bring its own subsystem.
+            let sftp = if extra.contains("Subsystem") {
+                String::new()
+            } else {
+                let tap = self.dir.join("sftp-server");
+                std::fs::write(
+                    &tap,
+                    format!(
+                        "#!/bin/sh\ntee -a {} | /usr/lib/openssh/sftp-server \"$@\"\n",
+                        self.dir.join("sftp-received").display()
+                    ),
+                )
+                .unwrap();
+                std::fs::set_permissions(&tap, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                    .unwrap();
+                format!("Subsystem sftp {}\n", tap.display())
+            };
             std::fs::write(
                 &config,
                 format!(
@@ -103,7 +121,7 @@ impl SshHost {
                      AuthorizedKeysFile {}\nPasswordAuthentication no\n\
                      KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nUsePAM no\n\
                      StrictModes no\nPermitRootLogin yes\nLogLevel VERBOSE\nMaxStartups 200\n\
-                     MaxSessions 20\nSubsystem sftp internal-sftp\n",
+                     MaxSessions 20\n{sftp}",
                     host_key.display(),
                     self.dir.join("sshd.pid").display(),
                     authorized_keys.display(),
@@ -139,6 +157,11 @@ impl SshHost {
             self.name,
             std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
         );
+    }
+
+    /// Every byte that clients sent to this host over SFTP (protocol included).
+    pub fn sftp_bytes_received(&self) -> u64 {
+        std::fs::metadata(self.dir.join("sftp-received")).map_or(0, |m| m.len())
     }
 
     /// Stops this host's sshd and the sessions it spawned (as a crash or power loss would).
@@ -218,6 +241,12 @@ impl Fleet {
 
     /// Hosts whose sshd_config starts with `extra` (e.g. a LogLevel for one test).
     pub fn with_config(names: &[&str], extra: &str) -> Fleet {
+        Fleet::with_config_for(names, |_, _| extra.to_string())
+    }
+
+    /// Hosts whose sshd_config starts with what `extra` gives for each host's name and
+    /// directory (its `deploy_to` is `srv` in there).
+    pub fn with_config_for(names: &[&str], extra: impl Fn(&str, &Path) -> String) -> Fleet {
         let dir = tempfile::Builder::new()
             .prefix("deployr-test-")
             .tempdir()
@@ -230,7 +259,12 @@ impl Fleet {
         std::fs::copy(client_key.with_extension("pub"), &authorized_keys).unwrap();
         let hosts: Vec<SshHost> = names
             .iter()
-            .map(|name| SshHost::start(dir.path(), name, &authorized_keys, extra))
+            .map(|name| {
+                let host_dir = dir.path().join("hosts").join(name);
+                std::fs::create_dir_all(&host_dir).unwrap();
+                let extra = extra(name, &host_dir);
+                SshHost::start(dir.path(), name, &authorized_keys, &extra)
+            })
             .collect();
         let known_hosts = dir.path().join("known_hosts");
         let lines: Vec<&str> = hosts.iter().map(|h| h.known_hosts_line.as_str()).collect();
@@ -312,6 +346,7 @@ impl Fleet {
             .env("HOME", &self.home)
             .env_remove("SSH_AUTH_SOCK")
             .env_remove("DEPLOYR_FILE")
+            .env_remove("DEPLOYR_STAGE")
             .stdin(Stdio::null());
         command
     }
@@ -357,6 +392,7 @@ pub fn deployr_in(dir: &Path, args: &[&str]) -> Run {
         .current_dir(dir)
         .env_remove("SSH_AUTH_SOCK")
         .env_remove("DEPLOYR_FILE")
+        .env_remove("DEPLOYR_STAGE")
         .stdin(Stdio::null())
         .output()
         .expect("run deployr")
@@ -419,7 +455,11 @@ pub struct Deploy {
 /// Three hosts (web1 has `db`), a source repo, and a deployfile with a prepare step, a `once`
 /// migrate, the switch and a reload.
 pub fn setup(app: &str, extra: &str) -> Deploy {
-    let fleet = Fleet::start(3);
+    setup_on(Fleet::start(3), app, extra)
+}
+
+/// The same deploy on a fleet of three made otherwise (with its own sshd_config, say).
+pub fn setup_on(fleet: Fleet, app: &str, extra: &str) -> Deploy {
     let repo = SourceRepo::create(fleet.dir.path());
     let body = format!(
         "[source]\nrepo = \"{}\"\nref = \"main\"\n\n\
@@ -547,4 +587,19 @@ impl Deploy {
             .map(|h| h.name.clone())
             .collect()
     }
+}
+
+/// An sshd_config line that gives a host's sessions every program of this machine but those
+/// whose names start with one of `missing`, and no shell start-up files.
+pub fn sessions_without(dir: &Path, missing: &[&str]) -> String {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for entry in std::fs::read_dir("/usr/bin").unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !missing.iter().any(|prefix| name.starts_with(prefix)) {
+            std::os::unix::fs::symlink(&path, bin.join(&name)).unwrap();
+        }
+    }
+    format!("SetEnv PATH={} HOME={}\n", bin.display(), dir.display())
 }
