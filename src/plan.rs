@@ -577,16 +577,18 @@ done"#,
     Ok(Some(PlannedStep::new("healthcheck", runs)))
 }
 
-/// Records the activation or rollback in each host's history and prunes old releases.
+/// Records the activation or rollback in each host's history, prunes old releases and, with
+/// `unlock` (our lock token), gives the deploy lock back in the same command.
 pub fn finish(
     hosts: &[Host],
     on: &[usize],
     entry: &dyn Fn(usize) -> release::HistoryEntry,
     prune: &dyn Fn(usize) -> Vec<String>,
     by: &str,
+    unlock: Option<&str>,
 ) -> Result<PlannedStep, QuoteError> {
     own_step("finish", hosts, on.iter().copied(), false, |index, host| {
-        release::finish_script(host, &entry(index), by, &prune(index))
+        release::finish_script(host, &entry(index), by, &prune(index), unlock)
     })
 }
 

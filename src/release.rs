@@ -159,15 +159,17 @@ impl HostState {
 }
 
 /// Reads the whole state in one round trip, as `key=value` lines for [`parse_state`].
+/// Uses shell built-ins where it can (`read`, `printf`): on a busy host, every program started is
+/// a fork and an exec that the lock waits for.
 pub fn state_script(host: &Host) -> Result<String, QuoteError> {
     let deploy_to = quote(&host.deploy_to, "deploy_to")?;
     Ok(format!(
         r#"cd {deploy_to} 2>/dev/null || exit 0
 if [ -L current ]; then echo "current=$(readlink current)"; elif [ -e current ]; then echo "current_directory=yes"; fi
-if [ -f .deployr/prepared ]; then sed 's/^/prepared_/' .deployr/prepared; fi
-for r in releases/*; do [ -d "$r" ] && [ ! -L "$r" ] && echo "release=${{r#releases/}} $(cat "$r/REVISION" 2>/dev/null)"; done
+if [ -f .deployr/prepared ]; then while read -r l; do printf 'prepared_%s\n' "$l"; done < .deployr/prepared; fi
+for r in releases/*; do [ -d "$r" ] && [ ! -L "$r" ] && {{ c=; read -r c 2>/dev/null < "$r/REVISION"; printf 'release=%s %s\n' "${{r#releases/}}" "$c"; }}; done
 if [ -f .deployr/history ]; then tail -n 500 .deployr/history | sed 's/^/history=/'; fi
-if [ -f .deployr/lock/owner ]; then sed 's/^/lock=/' .deployr/lock/owner; elif [ -d .deployr/lock ]; then echo "lock=unknown holder"; fi
+if [ -f .deployr/lock/owner ]; then while read -r l; do printf 'lock=%s\n' "$l"; done < .deployr/lock/owner; elif [ -d .deployr/lock ]; then echo "lock=unknown holder"; fi
 for a in .deployr/artifacts/*.tar.gz; do [ -f "$a" ] && a="${{a##*/}}" && echo "artifact=${{a%.tar.gz}}"; done
 true"#
     ))
@@ -255,8 +257,15 @@ pub fn lock_script(host: &Host, owner: &str) -> Result<String, QuoteError> {
 pub fn unlock_script(host: &Host, token: &str) -> Result<String, QuoteError> {
     let deploy_to = quote(&host.deploy_to, "deploy_to")?;
     Ok(format!(
-        "cd {deploy_to} 2>/dev/null || exit 0
-         if grep -qF -- {} .deployr/lock/owner 2>/dev/null; then rm -rf .deployr/lock; fi",
+        "cd {deploy_to} 2>/dev/null || exit 0\n{}",
+        release_lock(token)?
+    ))
+}
+
+/// In `deploy_to`: removes the lock if `token` is in its owner line.
+fn release_lock(token: &str) -> Result<String, QuoteError> {
+    Ok(format!(
+        "if grep -qF -- {} .deployr/lock/owner 2>/dev/null; then rm -rf .deployr/lock; fi",
         quote(&format!("token={token}"), "the lock token")?
     ))
 }
@@ -438,19 +447,39 @@ read -r go && [ "$go" = go ] || { rm -f releases/current; echo "not switched: th
 [ -d releases/{release} ] || {{ echo "release {release} is not on this host" >&2; exit 1; }}
 if [ -e current ] && [ ! -L current ]; then echo "{deploy_to}/current is a real directory, not a symlink; move it away (e.g. mv current current.old) and activate again" >&2; exit 1; fi
 ln -sfn {target} releases/current || exit 1
+command -v perl >/dev/null 2>&1 && exec perl -e {perl} {target}
 {wait}
 mv -T releases/current current 2>/dev/null || mv releases/current . || exit 1
-[ "$(readlink current)" = {target} ] || {{ echo "current does not point to {release} after the switch" >&2; exit 1; }}"#
+[ "$(readlink current)" = {target} ] || {{ echo "current does not point to {release} after the switch" >&2; exit 1; }}"#,
+        perl = quote(SWITCH_PERL, "the switch")?,
     ))
 }
 
+/// The switch where perl is installed (Debian and most distributions have it): the same steps
+/// as the shell version, but `go` is followed by rename(2) in the already running process,
+/// with no `mv` to fork and exec at the moment that every host should switch together.
+const SWITCH_PERL: &str = r#"$| = 1;
+print "armed\n";
+my $go = <STDIN>;
+if (!defined $go || $go ne "go\n") {
+  unlink "releases/current";
+  print STDERR "not switched: the switch was called off\n";
+  exit 1;
+}
+rename("releases/current", "current") or die "cannot switch current: $!\n";
+my $now = readlink("current");
+exit 0 if defined $now && $now eq $ARGV[0];
+die "current does not point to $ARGV[0] after the switch\n";"#;
+
 /// After a good activation or rollback: record it, clear the prepared marker if it was this
-/// release, and remove the releases that pruning selected.
+/// release, remove the releases that pruning selected and, with `unlock` (our lock token),
+/// release the deploy lock in the same round trip.
 pub fn finish_script(
     host: &Host,
     entry: &HistoryEntry,
     by: &str,
     prune: &[String],
+    unlock: Option<&str>,
 ) -> Result<String, QuoteError> {
     let deploy_to = quote(&host.deploy_to, "deploy_to")?;
     let line = format!(
@@ -470,6 +499,9 @@ pub fn finish_script(
     if !prune.is_empty() {
         let dirs: Vec<String> = prune.iter().map(|id| format!("releases/{id}")).collect();
         script.push_str(&format!("rm -rf {}\n", dirs.join(" ")));
+    }
+    if let Some(token) = unlock {
+        script.push_str(&release_lock(token)?);
     }
     Ok(script)
 }

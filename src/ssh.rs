@@ -175,9 +175,16 @@ impl client::Handler for Client {
 }
 
 pub struct Session {
-    handle: Handle<Client>,
+    handle: Arc<Handle<Client>>,
     forward_agent: bool,
     channels: Arc<Semaphore>,
+    /// A session channel being opened ahead of need, so that the next command costs one round
+    /// trip (exec and its answer) rather than two (open, then exec).
+    spare: std::sync::Mutex<Option<Opening>>,
+    /// The host's shell that runs every step of this command, started on first use.
+    runner: tokio::sync::Mutex<Option<Runner>>,
+    /// Ends each step's output in the runner; unguessable, so no output can fake it.
+    marker: String,
     /// The bastion this connection runs through, kept open as long as the connection is.
     _via: Option<Arc<Handle<Client>>>,
 }
@@ -225,13 +232,20 @@ pub async fn connect(settings: &SshSettings, bastions: &Bastions) -> Result<Sess
         None => None,
     };
     let handle = handshake(settings, via.as_deref()).await?;
-    Ok(Session {
-        handle,
+    let session = Session {
+        handle: Arc::new(handle),
         forward_agent: settings.forward_agent,
         channels: Arc::new(Semaphore::new(CHANNELS_PER_CONNECTION)),
+        spare: std::sync::Mutex::new(None),
+        runner: tokio::sync::Mutex::new(None),
+        marker: format!("DEPLOYR-END-{:016x}", unpredictable()),
         _via: via,
-    })
+    };
+    session.open_spare();
+    Ok(session)
 }
+
+type Opening = tokio::task::JoinHandle<Result<russh::Channel<client::Msg>, russh::Error>>;
 
 /// Connects (directly, or through a bastion's direct-tcpip channel), checks the host key and
 /// authenticates, all within `connect_timeout`.
@@ -424,6 +438,128 @@ async fn try_agent(
     Ok(false)
 }
 
+/// A shell kept running on the host for the whole command. Each step is sent to it as
+/// `( eval 'SCRIPT' ) </dev/null` followed by a marker line with the exit status on stdout and
+/// on stderr: a step then costs one round trip and one fork, not a channel, an SSH session and
+/// a login shell (with its start-up files) of its own. The script is quoted whole, so even
+/// one with a syntax error fails alone and leaves the shell reading the next step.
+struct Runner {
+    channel: russh::Channel<client::Msg>,
+    /// False once the shell or its channel has gone (or a step had to be stopped): the next
+    /// step starts a new one.
+    alive: bool,
+}
+
+impl Runner {
+    async fn run(
+        &mut self,
+        script: &str,
+        marker: &str,
+        timeout: Option<Duration>,
+        mut cancel: Cancel,
+        on_line: &mut (dyn FnMut(Stream, String) + Send),
+    ) -> Outcome {
+        let Some(quoted) = shlex::try_quote(script).ok() else {
+            return Outcome::Lost("the script contains a NUL byte".into());
+        };
+        let framed = format!(
+            "( eval {quoted}\n) </dev/null\nprintf '%s %s\\n' {marker} $?; printf '%s\\n' {marker} >&2\n"
+        );
+        if self.channel.data(framed.as_bytes()).await.is_err() {
+            self.alive = false;
+            return Outcome::Lost("the connection was lost".into());
+        }
+        let deadline =
+            tokio::time::Instant::now() + timeout.unwrap_or(Duration::from_secs(u32::MAX as u64));
+        let (mut stdout, mut stderr) = (LineSplitter::default(), LineSplitter::default());
+        let mut status: Option<u32> = None;
+        let mut stderr_done = false;
+        let mut exit = None;
+        loop {
+            let message = tokio::select! {
+                message = self.channel.wait() => message,
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.stop().await;
+                    return Outcome::TimedOut(timeout.unwrap_or_default());
+                }
+                _ = cancel.cancelled() => {
+                    self.stop().await;
+                    return interrupted();
+                }
+            };
+            match message {
+                Some(ChannelMsg::Data { data }) => {
+                    stdout.push(&data, &mut |line| match split_marker(&line, marker) {
+                        Some((before, rest)) => {
+                            if !before.is_empty() {
+                                on_line(Stream::Stdout, before.to_string());
+                            }
+                            status = Some(rest.trim().parse().unwrap_or(255));
+                        }
+                        None => on_line(Stream::Stdout, line),
+                    })
+                }
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                    stderr.push(&data, &mut |line| match split_marker(&line, marker) {
+                        Some((before, _)) => {
+                            if !before.is_empty() {
+                                on_line(Stream::Stderr, before.to_string());
+                            }
+                            stderr_done = true;
+                        }
+                        None => on_line(Stream::Stderr, line),
+                    })
+                }
+                Some(ChannelMsg::ExitStatus { exit_status }) => exit = Some(exit_status),
+                Some(ChannelMsg::Eof) => {}
+                Some(ChannelMsg::Close) | None => {
+                    self.alive = false;
+                    stdout.finish(&mut |line| on_line(Stream::Stdout, line));
+                    stderr.finish(&mut |line| on_line(Stream::Stderr, line));
+                    return match exit {
+                        Some(code) => Outcome::Exited(code),
+                        None => Outcome::Lost("the connection was lost".into()),
+                    };
+                }
+                Some(_) => {}
+            }
+            if let (Some(code), true) = (status, stderr_done) {
+                return Outcome::Exited(code);
+            }
+        }
+    }
+
+    /// Stops the step that is running: the shell and its channel go, and the next step gets a
+    /// new shell.
+    async fn stop(&mut self) {
+        self.alive = false;
+        let _ = self.channel.signal(russh::Sig::TERM).await;
+        let _ = self.channel.close().await;
+    }
+}
+
+/// A line that contains the marker: what came before it (output without a final newline) and
+/// what follows it (the exit status, on stdout).
+fn split_marker<'a>(line: &'a str, marker: &str) -> Option<(&'a str, &'a str)> {
+    let at = line.find(marker)?;
+    Some((&line[..at], &line[at + marker.len()..]))
+}
+
+/// A number no one can predict, for the runner's marker: the std library's randomly seeded
+/// hasher, fed the time and the process id.
+fn unpredictable() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
 /// A command started on a channel, read as it runs.
 pub struct Running {
     channel: russh::Channel<client::Msg>,
@@ -434,15 +570,34 @@ pub struct Running {
 }
 
 impl Session {
+    fn open_spare(&self) {
+        let handle = self.handle.clone();
+        let opening = tokio::spawn(async move { handle.channel_open_session().await });
+        if let Some(unused) = self.spare.lock().expect("spare channel").replace(opening) {
+            unused.abort();
+        }
+    }
+
+    /// A session channel: the one opened ahead, if it opened, and another is opened ahead for
+    /// the next command.
+    async fn channel(&self) -> Result<russh::Channel<client::Msg>, String> {
+        let opening = self.spare.lock().expect("spare channel").take();
+        let opened = match opening {
+            Some(opening) => match opening.await {
+                Ok(Ok(channel)) => Ok(channel),
+                _ => self.handle.channel_open_session().await,
+            },
+            None => self.handle.channel_open_session().await,
+        };
+        self.open_spare();
+        opened.map_err(|error| format!("cannot open a channel: {error}"))
+    }
+
     pub async fn start(&self, script: &str) -> Result<Running, Outcome> {
         let Ok(permit) = self.channels.clone().acquire_owned().await else {
             return Err(Outcome::Lost("connection closed".into()));
         };
-        let channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|error| Outcome::Lost(format!("cannot open a channel: {error}")))?;
+        let channel = self.channel().await.map_err(Outcome::Lost)?;
         if self.forward_agent {
             let _ = channel.agent_forward(false).await;
         }
@@ -459,7 +614,52 @@ impl Session {
         })
     }
 
+    /// Runs a script in this host's runner shell; on a channel of its own if the runner is busy
+    /// or cannot be started.
     pub async fn exec(
+        &self,
+        script: &str,
+        timeout: Option<Duration>,
+        cancel: Cancel,
+        on_line: &mut (dyn FnMut(Stream, String) + Send),
+    ) -> Outcome {
+        let Ok(mut slot) = self.runner.try_lock() else {
+            return self.exec_alone(script, timeout, cancel, on_line).await;
+        };
+        if slot.is_none() {
+            match self.start_runner().await {
+                Ok(runner) => *slot = Some(runner),
+                Err(_) => return self.exec_alone(script, timeout, cancel, on_line).await,
+            }
+        }
+        let runner = slot.as_mut().expect("started");
+        let outcome = runner
+            .run(script, &self.marker, timeout, cancel, on_line)
+            .await;
+        if !runner.alive {
+            *slot = None;
+        }
+        outcome
+    }
+
+    /// The runner: the login shell starts `$SHELL -s` once (reading its start-up files once),
+    /// which then reads each step from the channel.
+    async fn start_runner(&self) -> Result<Runner, String> {
+        let channel = self.channel().await?;
+        if self.forward_agent {
+            let _ = channel.agent_forward(false).await;
+        }
+        channel
+            .exec(true, "exec \"${SHELL:-/bin/sh}\" -s")
+            .await
+            .map_err(|error| format!("cannot start the shell: {error}"))?;
+        Ok(Runner {
+            channel,
+            alive: true,
+        })
+    }
+
+    async fn exec_alone(
         &self,
         script: &str,
         timeout: Option<Duration>,
@@ -570,11 +770,7 @@ impl Session {
         let Ok(_permit) = self.channels.clone().acquire_owned().await else {
             return Err("connection closed".into());
         };
-        let channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|error| format!("cannot open a channel: {error}"))?;
+        let channel = self.channel().await?;
         channel
             .request_subsystem(true, "sftp")
             .await

@@ -354,8 +354,15 @@ async fn switch_all(
             Vec::new()
         }
     };
-    let finish = plan::finish(hosts, &pending, &entry, &prune, &by)?;
+    let token = Some(context.token.as_str());
+    let finish = plan::finish(hosts, &pending, &entry, &prune, &by, token)?;
     let results = session.step_to_the_end(&finish).await;
+    session.unlocked(
+        results
+            .iter()
+            .filter(|r| r.outcome.success())
+            .map(|r| r.host),
+    );
     run::failures(hosts, &finish, &results).map_err(Error::StepFailed)?;
     session.events.send(EventKind::Activated {
         release: info.release.clone(),
@@ -450,7 +457,7 @@ async fn restore(
             release: release.to_string(),
             previous: Some(failed.release.clone()),
         };
-        if let Ok(step) = plan::finish(hosts, group, &entry, &|_| Vec::new(), &operator()) {
+        if let Ok(step) = plan::finish(hosts, group, &entry, &|_| Vec::new(), &operator(), None) {
             let results = session.step_to_the_end(&step).await;
             if let Err(more) = run::failures(hosts, &step, &results) {
                 restore_failures.extend(more);

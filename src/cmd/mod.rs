@@ -255,6 +255,14 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Notes that these hosts' locks were given back by a step that did more (the finish).
+    fn unlocked(&self, hosts: impl Iterator<Item = usize>) {
+        let mut locked = self.locked.lock().expect("lock list");
+        for host in hosts {
+            locked.retain(|&held| held != host);
+        }
+    }
+
     /// Gives back this invocation's locks; runs even after Ctrl-C.
     async fn unlock(&self) {
         let hosts: Vec<usize> = std::mem::take(&mut *self.locked.lock().expect("lock list"));

@@ -42,19 +42,12 @@ pub async fn command(context: &Context, reference: Option<&str>, force: bool) ->
             size: 0,
         });
         let everywhere: Vec<usize> = (0..hosts.len()).collect();
-        steps.extend(plan::code(
-            deployfile,
+        steps.extend(release_steps(
+            context,
             source,
-            hosts,
             &info,
             artifact.as_ref(),
             &everywhere,
-        )?);
-        steps.extend(plan::prepare(
-            deployfile,
-            hosts,
-            &context.timestamp,
-            &info,
             &previous,
         )?);
         return context.print_plan(&Plan {
@@ -191,21 +184,14 @@ pub async fn prepare(
         None => Vec::new(),
     };
     let previous: Vec<Option<String>> = states.iter().map(|state| state.current.clone()).collect();
-    let mut steps = plan::code(
-        deployfile,
+    let steps = release_steps(
+        context,
         source,
-        hosts,
         &info,
         artifact.as_ref(),
         &send_to,
-    )?;
-    steps.extend(plan::prepare(
-        deployfile,
-        hosts,
-        &context.timestamp,
-        &info,
         &previous,
-    )?);
+    )?;
     for step in &steps {
         session.run(step).await?;
     }
@@ -223,6 +209,28 @@ pub async fn prepare(
         reference: info.reference,
         time: context.timestamp.clone(),
     })
+}
+
+/// Everything after the ref is resolved and the build packed: the code into a new release
+/// directory on every host, the `[[prepare]]` steps, and the marker.
+fn release_steps(
+    context: &Context,
+    source: &Source,
+    info: &ReleaseInfo,
+    artifact: Option<&Artifact>,
+    send_to: &[usize],
+    previous: &[Option<String>],
+) -> Result<Vec<PlannedStep>, Error> {
+    let (deployfile, hosts) = (&context.deployfile, &context.hosts);
+    let mut steps = plan::code(deployfile, source, hosts, info, artifact, send_to)?;
+    steps.extend(plan::prepare(
+        deployfile,
+        hosts,
+        &context.timestamp,
+        info,
+        previous,
+    )?);
+    Ok(steps)
 }
 
 /// The release that every host has prepared from `commit` and still holds, if there is one.
