@@ -343,12 +343,13 @@ pub fn resolve(
     let env = env_exports(&deployfile.env)?;
     match source.strategy {
         Strategy::Git => own_step("resolve", hosts, [0], true, |_, host| {
-            let fetch = release::fetch_script(host, &source.repo, reference, true)?;
+            let fetch = release::fetch_script(host, &source.repo, release::Wanted::Ref(reference))?;
             Ok(format!("{env}{fetch}"))
         }),
         Strategy::Upload { .. } => {
             let mirror = workspace.mirror().to_string_lossy().into_owned();
-            let fetch = release::mirror_script(&mirror, &source.repo, reference, true)?;
+            let fetch =
+                release::mirror_script(&mirror, &source.repo, release::Wanted::Ref(reference))?;
             let commit_of = quote(&format!("{reference}^{{commit}}"), "the ref")?;
             Ok(PlannedStep {
                 capture: true,
@@ -421,7 +422,8 @@ pub fn code(
             if index == 0 {
                 return Ok(export);
             }
-            let fetch = release::fetch_script(host, &source.repo, &info.reference, false)?;
+            let fetch =
+                release::fetch_script(host, &source.repo, release::Wanted::Commit(&info.commit))?;
             Ok(format!("{fetch}\n{export}"))
         })?;
         return Ok(vec![code]);

@@ -265,7 +265,7 @@ pub fn unlock_script(host: &Host, token: &str) -> Result<String, QuoteError> {
 /// In `deploy_to`: removes the lock if `token` is in its owner line.
 fn release_lock(token: &str) -> Result<String, QuoteError> {
     Ok(format!(
-        "if grep -qF -- {} .deployr/lock/owner 2>/dev/null; then rm -rf .deployr/lock; fi",
+        "o=; [ -f .deployr/lock/owner ] && read -r o < .deployr/lock/owner\ncase \"$o\" in *{}*) rm -rf .deployr/lock ;; esac\n",
         quote(&format!("token={token}"), "the lock token")?
     ))
 }
@@ -276,43 +276,55 @@ pub fn force_unlock_script(host: &Host) -> Result<String, QuoteError> {
     Ok(format!("rm -rf {deploy_to}/.deployr/lock"))
 }
 
-/// Fetches the repo into `repo/` (cloning it the first time) and prints the commit that `REF`
-/// names. Run on one host first, so every host then gets that one commit.
-pub fn fetch_script(
-    host: &Host,
-    repo: &str,
-    reference: &str,
-    resolve: bool,
-) -> Result<String, QuoteError> {
+/// What a fetch into a mirror is for.
+#[derive(Debug, Clone, Copy)]
+pub enum Wanted<'a> {
+    /// Fetch, then print the commit that the ref names (or fail saying it is not there).
+    Ref(&'a str),
+    /// This commit, already resolved elsewhere: fetch only if the mirror lacks it.
+    Commit(&'a str),
+}
+
+/// Brings the host's `repo/` mirror up to date (cloning it the first time) for `wanted`. The
+/// ref is resolved on one host first, so that every host then gets that one commit.
+pub fn fetch_script(host: &Host, repo: &str, wanted: Wanted) -> Result<String, QuoteError> {
     let deploy_to = quote(&host.deploy_to, "deploy_to")?;
     Ok(format!(
         "mkdir -p {deploy_to}/releases {deploy_to}/shared {deploy_to}/.deployr && cd {deploy_to} || exit 1\n{}",
-        mirror_script("repo", repo, reference, resolve)?
+        mirror_script("repo", repo, wanted)?
     ))
 }
 
-/// Brings the bare mirror at `mirror` up to date with `repo` (cloning it the first time); with
-/// `resolve`, prints the commit that `reference` names, or fails saying the ref is not there.
-pub fn mirror_script(
-    mirror: &str,
-    repo: &str,
-    reference: &str,
-    resolve: bool,
-) -> Result<String, QuoteError> {
+/// Brings the bare mirror at `mirror` up to date with `repo` (cloning it the first time) for
+/// `wanted`.
+pub fn mirror_script(mirror: &str, repo: &str, wanted: Wanted) -> Result<String, QuoteError> {
     let mirror = quote(mirror, "the mirror")?;
     let repo = quote(repo, "the repo")?;
-    let commit_of = quote(&format!("{reference}^{{commit}}"), "the ref")?;
-    let reference = quote(reference, "the ref")?;
-    let resolve = if resolve {
-        format!(
-            "\ngit -C {mirror} rev-parse --verify --quiet {commit_of} || {{ echo \"ref \"{reference}\" is not in \"{repo} >&2; exit 1; }}"
-        )
-    } else {
-        String::new()
+    let fetch = format!(
+        "git -C {mirror} remote set-url origin {repo} && git -C {mirror} fetch --quiet --prune --force origin '+refs/heads/*:refs/heads/*' '+refs/tags/*:refs/tags/*' || exit 1"
+    );
+    let (fetch, resolve) = match wanted {
+        Wanted::Ref(reference) => {
+            let commit_of = quote(&format!("{reference}^{{commit}}"), "the ref")?;
+            let reference = quote(reference, "the ref")?;
+            (
+                fetch,
+                format!(
+                    "\ngit -C {mirror} rev-parse --verify --quiet {commit_of} || {{ echo \"ref \"{reference}\" is not in \"{repo} >&2; exit 1; }}"
+                ),
+            )
+        }
+        Wanted::Commit(commit) => {
+            let commit = quote(&format!("{commit}^{{commit}}"), "the commit")?;
+            (
+                format!("git -C {mirror} cat-file -e {commit} 2>/dev/null || {{ {fetch}; }}"),
+                String::new(),
+            )
+        }
     };
     Ok(format!(
         r#"if [ -d {mirror} ]; then
-  git -C {mirror} remote set-url origin {repo} && git -C {mirror} fetch --quiet --prune --force origin '+refs/heads/*:refs/heads/*' '+refs/tags/*:refs/tags/*' || exit 1
+  {fetch}
 else
   git clone --quiet --mirror {repo} {mirror} || exit 1
 fi{resolve}"#
@@ -490,9 +502,12 @@ pub fn finish_script(
         entry.previous.as_deref().unwrap_or("-"),
         by
     );
+    // Built-ins only, but for the `rm`s that have something to remove.
     let mut script = format!(
-        "cd {deploy_to} || exit 1\nmkdir -p .deployr && echo {} >> .deployr/history || exit 1\n\
-         if grep -qx 'release={}' .deployr/prepared 2>/dev/null; then rm -f .deployr/prepared; fi\n",
+        "cd {deploy_to} || exit 1\n[ -d .deployr ] || mkdir .deployr || exit 1\n\
+         printf '%s\\n' {} >> .deployr/history || exit 1\n\
+         p=; [ -f .deployr/prepared ] && while read -r l; do [ \"$l\" = 'release={}' ] && p=1; done < .deployr/prepared\n\
+         [ -z \"$p\" ] || rm -f .deployr/prepared\n",
         quote(&line, "the history line")?,
         entry.release
     );
