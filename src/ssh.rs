@@ -182,7 +182,7 @@ pub struct Session {
     /// trip (exec and its answer) rather than two (open, then exec).
     spare: std::sync::Mutex<Option<Opening>>,
     /// The host's shell that runs every step of this command, started on first use.
-    runner: tokio::sync::Mutex<Option<Runner>>,
+    runner: Arc<tokio::sync::Mutex<Option<Runner>>>,
     /// Ends each step's output in the runner; unguessable, so no output can fake it.
     marker: String,
     /// The bastion this connection runs through, kept open as long as the connection is.
@@ -237,7 +237,7 @@ pub async fn connect(settings: &SshSettings, bastions: &Bastions) -> Result<Sess
         forward_agent: settings.forward_agent,
         channels: Arc::new(Semaphore::new(CHANNELS_PER_CONNECTION)),
         spare: std::sync::Mutex::new(None),
-        runner: tokio::sync::Mutex::new(None),
+        runner: Arc::new(tokio::sync::Mutex::new(None)),
         marker: format!("DEPLOYR-END-{:016x}", unpredictable()),
         _via: via,
     };
@@ -443,88 +443,143 @@ async fn try_agent(
 /// on stderr: a step then costs one round trip and one fork, not a channel, an SSH session and
 /// a login shell (with its start-up files) of its own. The script is quoted whole, so even
 /// one with a syntax error fails alone and leaves the shell reading the next step.
-struct Runner {
+pub struct Runner {
     channel: russh::Channel<client::Msg>,
     /// False once the shell or its channel has gone (or a step had to be stopped): the next
     /// step starts a new one.
     alive: bool,
+    /// The step in progress: its output so far and whether each marker has come.
+    stdout: LineSplitter,
+    stderr: LineSplitter,
+    status: Option<u32>,
+    stderr_done: bool,
 }
 
 impl Runner {
+    fn new(channel: russh::Channel<client::Msg>) -> Runner {
+        Runner {
+            channel,
+            alive: true,
+            stdout: LineSplitter::default(),
+            stderr: LineSplitter::default(),
+            status: None,
+            stderr_done: false,
+        }
+    }
+
     async fn run(
         &mut self,
         script: &str,
         marker: &str,
         timeout: Option<Duration>,
-        mut cancel: Cancel,
+        cancel: Cancel,
         on_line: &mut (dyn FnMut(Stream, String) + Send),
     ) -> Outcome {
+        if let Err(outcome) = self.send(script, marker, false).await {
+            return outcome;
+        }
+        self.read(marker, None, timeout, cancel, on_line)
+            .await
+            .unwrap_or_else(|| Outcome::Lost("stopped early".into()))
+    }
+
+    /// Starts a step. With `input`, the step reads the channel (an armed switch waiting for
+    /// `go`); otherwise it reads /dev/null, so it cannot eat the steps that follow.
+    async fn send(&mut self, script: &str, marker: &str, input: bool) -> Result<(), Outcome> {
         let Some(quoted) = shlex::try_quote(script).ok() else {
-            return Outcome::Lost("the script contains a NUL byte".into());
+            return Err(Outcome::Lost("the script contains a NUL byte".into()));
         };
+        let stdin = if input { "" } else { " </dev/null" };
+        // One brace group: the shell reads all of it before running any, so a step that reads
+        // its input finds nothing of deployr's there, only what is sent to it.
         let framed = format!(
-            "( eval {quoted}\n) </dev/null\nprintf '%s %s\\n' {marker} $?; printf '%s\\n' {marker} >&2\n"
+            "{{ ( eval {quoted}\n){stdin}\nprintf '%s %s\\n' {marker} $?; printf '%s\\n' {marker} >&2\n}}\n"
         );
+        self.stdout = LineSplitter::default();
+        self.stderr = LineSplitter::default();
+        self.status = None;
+        self.stderr_done = false;
         if self.channel.data(framed.as_bytes()).await.is_err() {
             self.alive = false;
-            return Outcome::Lost("the connection was lost".into());
+            return Err(Outcome::Lost("the connection was lost".into()));
         }
+        Ok(())
+    }
+
+    /// Reads the step's output until it ends (`Some`), or until it prints the line `until`
+    /// (`None`; the step goes on).
+    async fn read(
+        &mut self,
+        marker: &str,
+        until: Option<&str>,
+        timeout: Option<Duration>,
+        mut cancel: Cancel,
+        on_line: &mut (dyn FnMut(Stream, String) + Send),
+    ) -> Option<Outcome> {
         let deadline =
             tokio::time::Instant::now() + timeout.unwrap_or(Duration::from_secs(u32::MAX as u64));
-        let (mut stdout, mut stderr) = (LineSplitter::default(), LineSplitter::default());
-        let mut status: Option<u32> = None;
-        let mut stderr_done = false;
         let mut exit = None;
+        let mut reached = false;
         loop {
             let message = tokio::select! {
                 message = self.channel.wait() => message,
                 _ = tokio::time::sleep_until(deadline) => {
                     self.stop().await;
-                    return Outcome::TimedOut(timeout.unwrap_or_default());
+                    return Some(Outcome::TimedOut(timeout.unwrap_or_default()));
                 }
                 _ = cancel.cancelled() => {
                     self.stop().await;
-                    return interrupted();
+                    return Some(interrupted());
                 }
             };
+            let status = &mut self.status;
+            let stderr_done = &mut self.stderr_done;
             match message {
                 Some(ChannelMsg::Data { data }) => {
-                    stdout.push(&data, &mut |line| match split_marker(&line, marker) {
-                        Some((before, rest)) => {
-                            if !before.is_empty() {
-                                on_line(Stream::Stdout, before.to_string());
+                    self.stdout
+                        .push(&data, &mut |line| match split_marker(&line, marker) {
+                            Some((before, rest)) => {
+                                if !before.is_empty() {
+                                    on_line(Stream::Stdout, before.to_string());
+                                }
+                                *status = Some(rest.trim().parse().unwrap_or(255));
                             }
-                            status = Some(rest.trim().parse().unwrap_or(255));
-                        }
-                        None => on_line(Stream::Stdout, line),
-                    })
+                            None if until == Some(line.as_str()) => reached = true,
+                            None => on_line(Stream::Stdout, line),
+                        })
                 }
                 Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
-                    stderr.push(&data, &mut |line| match split_marker(&line, marker) {
-                        Some((before, _)) => {
-                            if !before.is_empty() {
-                                on_line(Stream::Stderr, before.to_string());
+                    self.stderr
+                        .push(&data, &mut |line| match split_marker(&line, marker) {
+                            Some((before, _)) => {
+                                if !before.is_empty() {
+                                    on_line(Stream::Stderr, before.to_string());
+                                }
+                                *stderr_done = true;
                             }
-                            stderr_done = true;
-                        }
-                        None => on_line(Stream::Stderr, line),
-                    })
+                            None => on_line(Stream::Stderr, line),
+                        })
                 }
                 Some(ChannelMsg::ExitStatus { exit_status }) => exit = Some(exit_status),
                 Some(ChannelMsg::Eof) => {}
                 Some(ChannelMsg::Close) | None => {
                     self.alive = false;
-                    stdout.finish(&mut |line| on_line(Stream::Stdout, line));
-                    stderr.finish(&mut |line| on_line(Stream::Stderr, line));
-                    return match exit {
+                    self.stdout
+                        .finish(&mut |line| on_line(Stream::Stdout, line));
+                    self.stderr
+                        .finish(&mut |line| on_line(Stream::Stderr, line));
+                    return Some(match exit {
                         Some(code) => Outcome::Exited(code),
                         None => Outcome::Lost("the connection was lost".into()),
-                    };
+                    });
                 }
                 Some(_) => {}
             }
-            if let (Some(code), true) = (status, stderr_done) {
-                return Outcome::Exited(code);
+            if let (Some(code), true) = (self.status, self.stderr_done) {
+                return Some(Outcome::Exited(code));
+            }
+            if reached {
+                return None;
             }
         }
     }
@@ -536,6 +591,13 @@ impl Runner {
         let _ = self.channel.signal(russh::Sig::TERM).await;
         let _ = self.channel.close().await;
     }
+}
+
+/// A command that is running and waiting for `go`: in the host's runner shell (held for the
+/// switch), or on a channel of its own where the runner could not be used.
+pub enum Armed {
+    Runner(tokio::sync::OwnedMutexGuard<Option<Runner>>),
+    Alone(Running),
 }
 
 /// A line that contains the marker: what came before it (output without a final newline) and
@@ -653,10 +715,84 @@ impl Session {
             .exec(true, "exec \"${SHELL:-/bin/sh}\" -s")
             .await
             .map_err(|error| format!("cannot start the shell: {error}"))?;
-        Ok(Runner {
-            channel,
-            alive: true,
-        })
+        Ok(Runner::new(channel))
+    }
+
+    /// Starts `script` (in the runner if it can) and reads it until it prints `until`.
+    pub async fn arm(
+        &self,
+        script: &str,
+        until: &str,
+        cancel: Cancel,
+        on_line: &mut (dyn FnMut(Stream, String) + Send),
+    ) -> Result<Armed, Outcome> {
+        let mut slot = self.runner.clone().lock_owned().await;
+        if slot.is_none()
+            && let Ok(runner) = self.start_runner().await
+        {
+            *slot = Some(runner);
+        }
+        let Some(runner) = slot.as_mut() else {
+            let mut running = self.start(script).await?;
+            return match self
+                .pump(&mut running, Some(until), None, cancel, on_line)
+                .await
+            {
+                None => Ok(Armed::Alone(running)),
+                Some(outcome) => Err(outcome),
+            };
+        };
+        runner.send(script, &self.marker, true).await?;
+        let read = runner
+            .read(&self.marker, Some(until), None, cancel, on_line)
+            .await;
+        if !runner.alive {
+            *slot = None;
+        }
+        match read {
+            None => Ok(Armed::Runner(slot)),
+            Some(outcome) => Err(outcome),
+        }
+    }
+
+    /// Sends a line to an armed command.
+    pub async fn tell(&self, armed: &mut Armed, line: &'static [u8]) -> bool {
+        match armed {
+            Armed::Runner(slot) => match slot.as_mut() {
+                Some(runner) => runner.channel.data(line).await.is_ok(),
+                None => false,
+            },
+            Armed::Alone(running) => self.send(running, line).await,
+        }
+    }
+
+    /// Reads an armed command to its end (after `go`, or after being called off).
+    pub async fn finish(
+        &self,
+        armed: Armed,
+        on_line: &mut (dyn FnMut(Stream, String) + Send),
+    ) -> Outcome {
+        let outcome = match armed {
+            Armed::Runner(mut slot) => {
+                let outcome = match slot.as_mut() {
+                    Some(runner) => {
+                        runner
+                            .read(&self.marker, None, None, Cancel::never(), on_line)
+                            .await
+                    }
+                    None => None,
+                };
+                if slot.as_ref().is_some_and(|runner| !runner.alive) {
+                    *slot = None;
+                }
+                outcome
+            }
+            Armed::Alone(mut running) => {
+                self.pump(&mut running, None, None, Cancel::never(), on_line)
+                    .await
+            }
+        };
+        outcome.unwrap_or_else(|| Outcome::Lost("stopped early".into()))
     }
 
     async fn exec_alone(
@@ -739,10 +875,6 @@ impl Session {
             None if self.handle.is_closed() => Outcome::Lost("the connection was lost".into()),
             None => Outcome::Lost("the command ended without an exit status".into()),
         })
-    }
-
-    pub async fn end_input(&self, running: &Running) {
-        let _ = running.channel.eof().await;
     }
 
     pub async fn send(&self, running: &Running, bytes: &'static [u8]) -> bool {

@@ -84,7 +84,7 @@ pub const ARMED: &str = "armed";
 /// A command that is running and waiting for `go` on its standard input.
 pub enum Armed {
     Local(Box<local::Running>),
-    Ssh(ssh::Running),
+    Ssh(ssh::Armed),
 }
 
 pub enum Connection {
@@ -132,45 +132,34 @@ impl Connection {
                     Some(outcome) => Err(outcome),
                 }
             }
-            Connection::Ssh(session) => {
-                let mut running = session.start(script).await?;
-                match session
-                    .pump(&mut running, Some(ARMED), None, cancel, on_line)
-                    .await
-                {
-                    None => Ok(Armed::Ssh(running)),
-                    Some(outcome) => Err(outcome),
-                }
-            }
+            Connection::Ssh(session) => Ok(Armed::Ssh(
+                session.arm(script, ARMED, cancel, on_line).await?,
+            )),
         }
     }
 
     pub async fn fire(&self, armed: &mut Armed) -> bool {
         match (self, armed) {
-            (Connection::Ssh(session), Armed::Ssh(running)) => session.send(running, b"go\n").await,
+            (Connection::Ssh(session), Armed::Ssh(armed)) => session.tell(armed, b"go\n").await,
             (_, Armed::Local(running)) => running.send(b"go\n").await,
             (Connection::Local, Armed::Ssh(_)) => false,
         }
     }
 
-    /// Calls an armed command off: it sees the end of its input, undoes its preparation and
-    /// exits without acting.
+    /// Calls an armed command off: it reads something other than `go` (or, locally, the end
+    /// of its input), undoes its preparation and exits without acting.
     pub async fn disarm(
         &self,
-        armed: Armed,
+        mut armed: Armed,
         on_line: &mut (dyn FnMut(Stream, String) + Send),
     ) -> Outcome {
-        let armed = match (self, armed) {
-            (Connection::Ssh(session), Armed::Ssh(running)) => {
-                session.end_input(&running).await;
-                Armed::Ssh(running)
+        match (self, &mut armed) {
+            (Connection::Ssh(session), Armed::Ssh(armed)) => {
+                session.tell(armed, b"stop\n").await;
             }
-            (_, Armed::Local(mut running)) => {
-                running.end_input();
-                Armed::Local(running)
-            }
-            (_, armed) => armed,
-        };
+            (_, Armed::Local(running)) => running.end_input(),
+            (Connection::Local, Armed::Ssh(_)) => {}
+        }
         self.finish(armed, on_line).await
     }
 
@@ -180,18 +169,14 @@ impl Connection {
         armed: Armed,
         on_line: &mut (dyn FnMut(Stream, String) + Send),
     ) -> Outcome {
-        let outcome = match (self, armed) {
-            (Connection::Ssh(session), Armed::Ssh(mut running)) => {
-                session
-                    .pump(&mut running, None, None, Cancel::never(), on_line)
-                    .await
-            }
-            (_, Armed::Local(mut running)) => {
-                running.pump(None, None, Cancel::never(), on_line).await
-            }
-            (Connection::Local, Armed::Ssh(_)) => None,
-        };
-        outcome.unwrap_or_else(|| Outcome::Lost("stopped early".into()))
+        match (self, armed) {
+            (Connection::Ssh(session), Armed::Ssh(armed)) => session.finish(armed, on_line).await,
+            (_, Armed::Local(mut running)) => running
+                .pump(None, None, Cancel::never(), on_line)
+                .await
+                .unwrap_or_else(|| Outcome::Lost("stopped early".into())),
+            (Connection::Local, Armed::Ssh(_)) => Outcome::Lost("stopped early".into()),
+        }
     }
 
     /// Puts a local file at `to` on the host, as a whole or not at all.

@@ -403,3 +403,41 @@ fn dry_run_prints_each_command_without_connecting() {
         );
     }
 }
+
+/// Every step of a command runs in one shell per host; a step that reads its input must find
+/// nothing there (not the steps after it), and the next step must still run.
+#[test]
+fn a_step_that_reads_its_input_finds_it_empty_and_the_next_step_runs() {
+    let d = crate::support::setup(
+        "",
+        "[[prepare]]\nname = \"reader\"\nrun = \"cat > {{deploy_to}}/read-by-step; echo read-done\"\n\n\
+         [[prepare]]\nname = \"next\"\nrun = \"touch {{deploy_to}}/next-ran\"\n",
+    );
+    let run = d.deployr(&["--no-progress", "prepare"]);
+    run.expect_code(0);
+    for host in &d.fleet.hosts {
+        assert_eq!(host.read("read-by-step"), "", "{}", host.name);
+        assert!(host.deploy_to.join("next-ran").exists(), "{}", host.name);
+    }
+}
+
+/// A step with a shell syntax error fails alone: the host's shell goes on to release the lock.
+#[test]
+fn a_step_with_a_syntax_error_fails_alone_and_the_lock_is_released() {
+    let d = crate::support::setup(
+        "",
+        "[[prepare]]\nname = \"broken\"\nrun = \"echo 'unclosed\"\n",
+    );
+    let run = d.deployr(&["--no-progress", "prepare"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("step `broken` failed on 3 hosts"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.all().contains("unexpected EOF"), "{}", run.all());
+    assert!(d.locked().is_empty(), "{:?}", d.locked());
+    for host in &d.fleet.hosts {
+        assert!(host.read(".deployr/prepared").is_empty());
+    }
+}
