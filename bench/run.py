@@ -605,7 +605,7 @@ class Bench:
         own = ["lock", "check", "resolve", "code", "prepared", "state", "switch", "finish",
                "unlock"]
         out(f"\nRemote commands in one traced `deployr deploy` (normal verbosity), {hosts} hosts;"
-            " each is a channel open + exec, and every step waits for all hosts (barrier):\n")
+            " each is one script sent to the host's shell, and every step waits for all hosts (barrier):\n")
         out("| step | hosts | kind | slowest host s | median host s |")
         out("|---|---|---|---|---|")
         total_slowest = 0.0
