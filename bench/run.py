@@ -890,10 +890,10 @@ class Bench:
             return
         data = fleet.dir / "perf.data"
 
-        def report(argv, sort, lines):
+        def report(argv, sort, lines, extra=()):
             text = subprocess.run(
                 [perf, "report", "-i", str(data), "--stdio", "--no-children", "--sort", sort,
-                 "-q"], capture_output=True, text=True, cwd=fleet.dir).stdout
+                 "-q", *extra], capture_output=True, text=True, cwd=fleet.dir).stdout
             rows = [r for r in text.splitlines() if r.strip()][:lines]
             out("```")
             out("\n".join(r.rstrip() for r in rows))
@@ -920,6 +920,7 @@ class Bench:
                 "machine shows up too):\n")
             report(argv, "comm", 16)
             out("")
+        self.profile_switch(perf, data, report, self.skew_profile_size)
         file = fleet.fanout_file(fanout_count)
         m = measure([perf, "record", "-q", "-F", "4999", "-o", str(data), "--"]
                     + fleet.deployr_argv(file, "run", "t"), fleet.env, fleet.dir,
@@ -928,6 +929,34 @@ class Bench:
             f"deployr process only, {m.own_cpu:.2f} s CPU), top symbols:\n")
         report(None, "dso,sym", 25)
         self.trace_processes(deploy_count)
+
+    skew_profile_size = 100
+
+    def profile_switch(self, perf, data, report, count):
+        """perf record -a (timestamps on CLOCK_MONOTONIC, the watcher's clock) during one
+        `deployr activate`, reported for the switch window only: what the machine does
+        between the first and the last host's `current` changing."""
+        fleet = self.fleet
+        file = fleet.deploy_file(count)
+        measure(fleet.deployr_argv(file, "deploy"), fleet.env, fleet.dir, "warm-up deploy")
+        measure(fleet.deployr_argv(file, "prepare"), fleet.env, fleet.dir, "prepare")
+        watcher = Watcher([h.deploy_to / "current" for h in fleet.hosts[:count]],
+                          self.watch_pause)
+        watcher.start()
+        measure([perf, "record", "-a", "-q", "-k", "CLOCK_MONOTONIC", "-F", "4999", "-o",
+                 str(data), "--"] + fleet.deployr_argv(file, "activate"), fleet.env, fleet.dir,
+                "perf record activate", check=False)
+        watcher.finish()
+        if None in watcher.changed:
+            out("(the watcher missed a switch; no switch-window profile)")
+            return
+        start, end = min(watcher.changed), max(watcher.changed)
+        out(f"Whole machine during the switch window of one `deployr activate` at N = {count} "
+            f"(perf record -a at 4999 Hz, samples between the first and the last host's "
+            f"`current` changing, {1000 * (end - start):.1f} ms here), by command name "
+            "(`python3` is the watcher):\n")
+        report(None, "comm", 12, ("--time", f"{start:.6f},{end:.6f}"))
+        out("")
 
     def trace_processes(self, count):
         """strace -f of the first host's sshd during one `deployr deploy`: the programs each
