@@ -451,7 +451,9 @@ pub fn switch_script(host: &Host, release: Option<&str>) -> Result<String, Quote
 read -r go && [ "$go" = go ] || { rm -f releases/current; echo "not switched: the switch was called off" >&2; exit 1; }"#;
     let Some(release) = release else {
         // Undoing a first activation: there was no `current` before.
-        return Ok(format!("cd {deploy_to} || exit 1\n{wait}\nrm -f current"));
+        return Ok(format!(
+            "cd {deploy_to} || exit 1\n{wait}\nrm -f current || exit 1\necho switched\nread -r done"
+        ));
     };
     let target = quote(&release_path(host, release), "the release path")?;
     Ok(format!(
@@ -462,6 +464,8 @@ ln -sfn {target} releases/current || exit 1
 command -v perl >/dev/null 2>&1 && exec perl -e {perl} {target}
 {wait}
 mv -T releases/current current 2>/dev/null || mv releases/current . || exit 1
+echo switched
+read -r done
 [ "$(readlink current)" = {target} ] || {{ echo "current does not point to {release} after the switch" >&2; exit 1; }}"#,
         perl = quote(SWITCH_PERL, "the switch")?,
     ))
@@ -469,7 +473,9 @@ mv -T releases/current current 2>/dev/null || mv releases/current . || exit 1
 
 /// The switch where perl is installed (Debian and most distributions have it): the same steps
 /// as the shell version, but `go` is followed by rename(2) in the already running process,
-/// with no `mv` to fork and exec at the moment that every host should switch together.
+/// with no `mv` to fork and exec at the moment that every host should switch together. Both
+/// then say `switched` and wait for `done` before checking and exiting, so that no host's
+/// clean-up competes for the CPU with the hosts still switching.
 const SWITCH_PERL: &str = r#"$| = 1;
 print "armed\n";
 my $go = <STDIN>;
@@ -479,6 +485,8 @@ if (!defined $go || $go ne "go\n") {
   exit 1;
 }
 rename("releases/current", "current") or die "cannot switch current: $!\n";
+print "switched\n";
+my $done = <STDIN>;
 my $now = readlink("current");
 exit 0 if defined $now && $now eq $ARGV[0];
 die "current does not point to $ARGV[0] after the switch\n";"#;

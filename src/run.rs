@@ -382,28 +382,68 @@ async fn execute_armed(
             Err(outcome) => fired.push((host, started, Err(outcome))),
         }
     }
-    futures::future::join_all(fired.into_iter().map(|(host, started, result)| async move {
-        let connection = &connections[host];
-        let outcome = match result {
-            Ok((command, true)) => connection.finish(command, &mut printer(host)).await,
-            Ok((command, false)) => connection.disarm(command, &mut printer(host)).await,
-            Err(outcome) => outcome,
-        };
-        let finished = Instant::now();
-        events.send(EventKind::StepFinished {
-            host: hosts[host].name.clone(),
-            step: step.name.clone(),
-            outcome: outcome.clone(),
-            duration: finished - started,
-        });
-        HostResult {
-            host,
-            outcome,
-            finished,
-            stdout: Vec::new(),
+    // Every fired host says when it has acted, then waits: only once all have acted are
+    // they told to finish, so no host's clean-up runs while others are still switching.
+    let acted: Vec<(usize, Instant, Acted)> =
+        futures::future::join_all(fired.into_iter().map(|(host, started, result)| async move {
+            let connection = &connections[host];
+            let acted = match result {
+                Ok((mut command, true)) => {
+                    match connection.acted(&mut command, &mut printer(host)).await {
+                        None => Acted::Waiting(command, Instant::now()),
+                        Some(outcome) => Acted::Ended(outcome),
+                    }
+                }
+                Ok((command, false)) => {
+                    Acted::Ended(connection.disarm(command, &mut printer(host)).await)
+                }
+                Err(outcome) => Acted::Ended(outcome),
+            };
+            (host, started, acted)
+        }))
+        .await;
+    let mut waiting = Vec::with_capacity(acted.len());
+    for (host, started, acted) in acted {
+        if let Acted::Waiting(mut command, at) = acted {
+            connections[host].done(&mut command).await;
+            waiting.push((host, started, Acted::Waiting(command, at)));
+        } else {
+            waiting.push((host, started, acted));
         }
-    }))
+    }
+    futures::future::join_all(
+        waiting
+            .into_iter()
+            .map(|(host, started, acted)| async move {
+                let connection = &connections[host];
+                let (outcome, finished) = match acted {
+                    // The time it acted is what the switch skew is made of.
+                    Acted::Waiting(command, at) => {
+                        (connection.finish(command, &mut printer(host)).await, at)
+                    }
+                    Acted::Ended(outcome) => (outcome, Instant::now()),
+                };
+                events.send(EventKind::StepFinished {
+                    host: hosts[host].name.clone(),
+                    step: step.name.clone(),
+                    outcome: outcome.clone(),
+                    duration: Instant::now() - started,
+                });
+                HostResult {
+                    host,
+                    outcome,
+                    finished,
+                    stdout: Vec::new(),
+                }
+            }),
+    )
     .await
+}
+
+/// Where a fired command is: acted and waiting for `done`, or already ended.
+enum Acted {
+    Waiting(Armed, Instant),
+    Ended(Outcome),
 }
 
 pub async fn disconnect(connections: &[Arc<Connection>]) {

@@ -766,6 +766,33 @@ impl Session {
         }
     }
 
+    /// Reads an armed command until it prints `until` (`None`), or to its end (`Some`).
+    pub async fn wait_for(
+        &self,
+        armed: &mut Armed,
+        until: &str,
+        on_line: &mut (dyn FnMut(Stream, String) + Send),
+    ) -> Option<Outcome> {
+        match armed {
+            Armed::Runner(slot) => {
+                let Some(runner) = slot.as_mut() else {
+                    return Some(Outcome::Lost("the connection was lost".into()));
+                };
+                let read = runner
+                    .read(&self.marker, Some(until), None, Cancel::never(), on_line)
+                    .await;
+                if !runner.alive {
+                    **slot = None;
+                }
+                read
+            }
+            Armed::Alone(running) => {
+                self.pump(running, Some(until), None, Cancel::never(), on_line)
+                    .await
+            }
+        }
+    }
+
     /// Reads an armed command to its end (after `go`, or after being called off).
     pub async fn finish(
         &self,

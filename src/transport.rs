@@ -80,6 +80,8 @@ pub fn interrupted() -> Outcome {
 
 /// The line an armed script prints once it is ready for `go`.
 pub const ARMED: &str = "armed";
+/// The line an armed script prints once it has acted; it then waits for `done`.
+pub const SWITCHED: &str = "switched";
 
 /// A command that is running and waiting for `go` on its standard input.
 pub enum Armed {
@@ -142,6 +144,35 @@ impl Connection {
         match (self, armed) {
             (Connection::Ssh(session), Armed::Ssh(armed)) => session.tell(armed, b"go\n").await,
             (_, Armed::Local(running)) => running.send(b"go\n").await,
+            (Connection::Local, Armed::Ssh(_)) => false,
+        }
+    }
+
+    /// Reads a fired command until it says it has acted (`None`), or to its end if it stops
+    /// first (`Some`: it failed before acting, or acted and ended).
+    pub async fn acted(
+        &self,
+        armed: &mut Armed,
+        on_line: &mut (dyn FnMut(Stream, String) + Send),
+    ) -> Option<Outcome> {
+        match (self, armed) {
+            (Connection::Ssh(session), Armed::Ssh(armed)) => {
+                session.wait_for(armed, SWITCHED, on_line).await
+            }
+            (_, Armed::Local(running)) => {
+                running
+                    .pump(Some(SWITCHED), None, Cancel::never(), on_line)
+                    .await
+            }
+            (Connection::Local, Armed::Ssh(_)) => Some(Outcome::Lost("stopped early".into())),
+        }
+    }
+
+    /// Lets a command that has acted finish (its checks and exit).
+    pub async fn done(&self, armed: &mut Armed) -> bool {
+        match (self, armed) {
+            (Connection::Ssh(session), Armed::Ssh(armed)) => session.tell(armed, b"done\n").await,
+            (_, Armed::Local(running)) => running.send(b"done\n").await,
             (Connection::Local, Armed::Ssh(_)) => false,
         }
     }
