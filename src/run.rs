@@ -371,17 +371,19 @@ async fn execute_armed(
             .await;
     armed.sort_by_key(|(host, _, _)| *host);
     let ready = armed.iter().all(|(_, _, result)| result.is_ok()) && !cancel.is_cancelled();
-    let mut fired = Vec::with_capacity(armed.len());
-    for (host, started, result) in armed {
-        match result {
-            Ok(mut command) if ready => {
-                let went = connections[host].fire(&mut command).await;
-                fired.push((host, started, Ok((command, went))));
+    // `go` to every host at once: each send only waits for its own connection.
+    let fired =
+        futures::future::join_all(armed.into_iter().map(|(host, started, result)| async move {
+            match result {
+                Ok(mut command) if ready => {
+                    let went = connections[host].fire(&mut command).await;
+                    (host, started, Ok((command, went)))
+                }
+                Ok(command) => (host, started, Ok((command, false))),
+                Err(outcome) => (host, started, Err(outcome)),
             }
-            Ok(command) => fired.push((host, started, Ok((command, false)))),
-            Err(outcome) => fired.push((host, started, Err(outcome))),
-        }
-    }
+        }))
+        .await;
     // Every fired host says when it has acted, then waits: only once all have acted are
     // they told to finish, so no host's clean-up runs while others are still switching.
     let acted: Vec<(usize, Instant, Acted)> =
