@@ -1020,6 +1020,14 @@ def parse_strace(text):
     pending = {}
     session_of = {}
     sessions = []
+
+    def forked(pid, child, args):
+        if "CLONE_THREAD" not in args:
+            parent[child] = pid
+            if pid in session_of:
+                session_of[child] = session_of[pid]
+                sessions[session_of[pid]][2] += 1
+
     for line in text.splitlines():
         m = clone.match(line)
         if m:
@@ -1027,21 +1035,12 @@ def parse_strace(text):
             if child is None:
                 pending[pid] = args
                 continue
-            if "CLONE_THREAD" not in args:
-                parent[child] = pid
-                if pid in session_of:
-                    session_of[child] = session_of[pid]
-                    sessions[session_of[pid]][2] += 1
+            forked(pid, child, args)
             continue
         m = resumed.match(line)
         if m:
             pid, child = m.groups()
-            args = pending.pop(pid, "")
-            if "CLONE_THREAD" not in args:
-                parent[child] = pid
-                if pid in session_of:
-                    session_of[child] = session_of[pid]
-                    sessions[session_of[pid]][2] += 1
+            forked(pid, child, pending.pop(pid, ""))
             continue
         m = execve.match(line)
         if m and "= -1" not in line:

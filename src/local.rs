@@ -63,10 +63,6 @@ pub async fn exec(
 }
 
 impl Running {
-    pub fn end_input(&mut self) {
-        self.stdin = None;
-    }
-
     pub async fn send(&mut self, bytes: &[u8]) -> bool {
         match &mut self.stdin {
             Some(stdin) => stdin.write_all(bytes).await.is_ok() && stdin.flush().await.is_ok(),

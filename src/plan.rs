@@ -1,7 +1,6 @@
 //! Which step runs where, with which exact script: built completely before anything runs, so
 //! `--dry-run` prints the very plan that a real run executes.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::artifact::{Artifact, Workspace};
@@ -32,8 +31,8 @@ pub struct PlannedStep {
     pub armed: bool,
     /// The script of a local step, run once on this machine instead of on `runs`.
     pub local: Option<String>,
-    /// An upload step sends this local file to each run's host, to the path in its `script`.
-    pub upload: Option<PathBuf>,
+    /// An upload step sends this artifact to each run's host, to the path in its `script`.
+    pub upload: Option<Artifact>,
 }
 
 impl PlannedStep {
@@ -449,7 +448,7 @@ pub fn code(
     }
     Ok(vec![
         PlannedStep {
-            upload: Some(artifact.path.clone()),
+            upload: Some(artifact.clone()),
             ..upload
         },
         unpack,

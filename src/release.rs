@@ -315,9 +315,14 @@ pub fn mirror_script(mirror: &str, repo: &str, wanted: Wanted) -> Result<String,
             )
         }
         Wanted::Commit(commit) => {
-            let commit = quote(&format!("{commit}^{{commit}}"), "the commit")?;
+            let object = quote(&format!("{commit}^{{commit}}"), "the commit")?;
+            let commit = quote(commit, "the commit")?;
+            // A commit that no branch or tag holds any more (a force-push meanwhile) is asked
+            // for by name.
             (
-                format!("git -C {mirror} cat-file -e {commit} 2>/dev/null || {{ {fetch}; }}"),
+                format!(
+                    "git -C {mirror} cat-file -e {object} 2>/dev/null || {{ {fetch}; git -C {mirror} cat-file -e {object} 2>/dev/null || git -C {mirror} fetch --quiet origin {commit} || exit 1; }}"
+                ),
                 String::new(),
             )
         }
@@ -388,7 +393,6 @@ pub fn export_script(
     };
     let mut script = format!(
         r#"cd {deploy_to} || exit 1
-git -C repo cat-file -e {commit}^{{commit}} 2>/dev/null || git -C repo fetch --quiet origin {commit} || exit 1
 rm -rf releases/{release} && mkdir -p releases/{release} || exit 1
 git -C repo archive --format=tar {tree} | tar -x -C releases/{release} || exit 1
 echo {commit} > releases/{release}/REVISION || exit 1

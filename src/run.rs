@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
+use crate::artifact::Artifact;
 use crate::inventory::Host;
 use crate::plan::{LOCAL, Plan, PlannedRun, PlannedStep};
 use crate::report::{EventKind, Events};
@@ -183,36 +184,13 @@ pub async fn execute_step(
     if step.armed {
         return execute_armed(hosts, step, connections, limit, cancel, events).await;
     }
-    if let Some(from) = &step.upload {
-        let mut results: Vec<HostResult> = futures::stream::iter(&step.runs)
-            .map(|run| {
-                upload_one(
-                    &hosts[run.host].name,
-                    step,
-                    run,
-                    from,
-                    &connections[run.host],
-                    events,
-                )
-            })
-            .buffer_unordered(limit)
-            .collect()
-            .await;
-        results.sort_by_key(|result| result.host);
-        return results;
-    }
     let mut results: Vec<HostResult> = futures::stream::iter(&step.runs)
         .map(|run| async move {
-            let connection = &connections[run.host];
-            run_one(
-                &hosts[run.host].name,
-                step,
-                run,
-                connection,
-                cancel.clone(),
-                events,
-            )
-            .await
+            let (host, connection) = (&hosts[run.host].name, &connections[run.host]);
+            match &step.upload {
+                Some(artifact) => upload_one(host, step, run, artifact, connection, events).await,
+                None => run_one(host, step, run, connection, cancel.clone(), events).await,
+            }
         })
         .buffer_unordered(limit)
         .collect()
@@ -229,10 +207,7 @@ async fn run_one(
     cancel: Cancel,
     events: &Events,
 ) -> HostResult {
-    events.send(EventKind::StepStarted {
-        host: host.to_string(),
-        step: step.name.clone(),
-    });
+    events.step_started(host, &step.name);
     let started = Instant::now();
     let mut stdout = Vec::new();
     let mut on_line = |stream, line| {
@@ -240,23 +215,13 @@ async fn run_one(
             stdout.push(line);
             return;
         }
-        events.send(EventKind::Output {
-            host: host.to_string(),
-            step: step.name.clone(),
-            stream,
-            line,
-        })
+        events.output(host, &step.name, stream, line)
     };
     let outcome = connection
         .exec(&run.script, step.timeout, cancel, &mut on_line)
         .await;
     let finished = Instant::now();
-    events.send(EventKind::StepFinished {
-        host: host.to_string(),
-        step: step.name.clone(),
-        outcome: outcome.clone(),
-        duration: finished - started,
-    });
+    events.step_finished(host, &step.name, &outcome, finished - started);
     HostResult {
         host: run.host,
         outcome,
@@ -265,22 +230,19 @@ async fn run_one(
     }
 }
 
-/// Sends `from` to one host (to the path in the run's `script`), reporting the bytes sent as
+/// Sends the artifact to one host (to the path in the run's `script`), reporting the bytes sent as
 /// they go and the throughput at the end.
 async fn upload_one(
     host: &str,
     step: &PlannedStep,
     run: &PlannedRun,
-    from: &std::path::Path,
+    artifact: &Artifact,
     connection: &Connection,
     events: &Events,
 ) -> HostResult {
-    events.send(EventKind::StepStarted {
-        host: host.to_string(),
-        step: step.name.clone(),
-    });
+    events.step_started(host, &step.name);
     let started = Instant::now();
-    let total = std::fs::metadata(from).map(|m| m.len()).unwrap_or(0);
+    let total = artifact.size;
     let mut reported = 0;
     let mut progress = |sent: u64| {
         // A line per MiB at most: enough for a live bar, not a flood of events.
@@ -294,32 +256,29 @@ async fn upload_one(
             });
         }
     };
-    let result = connection.upload(from, &run.script, &mut progress).await;
+    let result = connection
+        .upload(&artifact.path, &run.script, &mut progress)
+        .await;
     let finished = Instant::now();
     let duration = finished - started;
     let outcome = match result {
         Ok(()) => {
-            events.send(EventKind::Output {
-                host: host.to_string(),
-                step: step.name.clone(),
-                stream: Stream::Stdout,
-                line: format!(
+            events.output(
+                host,
+                &step.name,
+                Stream::Stdout,
+                format!(
                     "sent {:.1} MiB in {:.2}s ({:.1} MiB/s)",
                     total as f64 / MIB,
                     duration.as_secs_f64(),
                     total as f64 / MIB / duration.as_secs_f64().max(1e-6)
                 ),
-            });
+            );
             Outcome::Exited(0)
         }
         Err(reason) => Outcome::Lost(reason),
     };
-    events.send(EventKind::StepFinished {
-        host: host.to_string(),
-        step: step.name.clone(),
-        outcome: outcome.clone(),
-        duration,
-    });
+    events.step_finished(host, &step.name, &outcome, duration);
     HostResult {
         host: run.host,
         outcome,
@@ -343,22 +302,12 @@ async fn execute_armed(
 ) -> Vec<HostResult> {
     let printer = |host: usize| {
         let name = hosts[host].name.clone();
-        move |stream, line| {
-            events.send(EventKind::Output {
-                host: name.clone(),
-                step: step.name.clone(),
-                stream,
-                line,
-            })
-        }
+        move |stream, line| events.output(&name, &step.name, stream, line)
     };
     let mut armed: Vec<(usize, Instant, Result<Armed, Outcome>)> =
         futures::stream::iter(&step.runs)
             .map(|run| async move {
-                events.send(EventKind::StepStarted {
-                    host: hosts[run.host].name.clone(),
-                    step: step.name.clone(),
-                });
+                events.step_started(&hosts[run.host].name, &step.name);
                 let started = Instant::now();
                 let connection = &connections[run.host];
                 let result = connection
@@ -376,7 +325,7 @@ async fn execute_armed(
         futures::future::join_all(armed.into_iter().map(|(host, started, result)| async move {
             match result {
                 Ok(mut command) if ready => {
-                    let went = connections[host].fire(&mut command).await;
+                    let went = command.fire().await;
                     (host, started, Ok((command, went)))
                 }
                 Ok(command) => (host, started, Ok((command, false))),
@@ -388,17 +337,12 @@ async fn execute_armed(
     // they told to finish, so no host's clean-up runs while others are still switching.
     let acted: Vec<(usize, Instant, Acted)> =
         futures::future::join_all(fired.into_iter().map(|(host, started, result)| async move {
-            let connection = &connections[host];
             let acted = match result {
-                Ok((mut command, true)) => {
-                    match connection.acted(&mut command, &mut printer(host)).await {
-                        None => Acted::Waiting(command, Instant::now()),
-                        Some(outcome) => Acted::Ended(outcome),
-                    }
-                }
-                Ok((command, false)) => {
-                    Acted::Ended(connection.disarm(command, &mut printer(host)).await)
-                }
+                Ok((mut command, true)) => match command.acted(&mut printer(host)).await {
+                    None => Acted::Waiting(command, Instant::now()),
+                    Some(outcome) => Acted::Ended(outcome),
+                },
+                Ok((command, false)) => Acted::Ended(command.disarm(&mut printer(host)).await),
                 Err(outcome) => Acted::Ended(outcome),
             };
             (host, started, acted)
@@ -407,7 +351,7 @@ async fn execute_armed(
     let mut waiting = Vec::with_capacity(acted.len());
     for (host, started, acted) in acted {
         if let Acted::Waiting(mut command, at) = acted {
-            connections[host].done(&mut command).await;
+            command.done().await;
             waiting.push((host, started, Acted::Waiting(command, at)));
         } else {
             waiting.push((host, started, acted));
@@ -417,20 +361,17 @@ async fn execute_armed(
         waiting
             .into_iter()
             .map(|(host, started, acted)| async move {
-                let connection = &connections[host];
                 let (outcome, finished) = match acted {
                     // The time it acted is what the switch skew is made of.
-                    Acted::Waiting(command, at) => {
-                        (connection.finish(command, &mut printer(host)).await, at)
-                    }
+                    Acted::Waiting(command, at) => (command.finish(&mut printer(host)).await, at),
                     Acted::Ended(outcome) => (outcome, Instant::now()),
                 };
-                events.send(EventKind::StepFinished {
-                    host: hosts[host].name.clone(),
-                    step: step.name.clone(),
-                    outcome: outcome.clone(),
-                    duration: Instant::now() - started,
-                });
+                events.step_finished(
+                    &hosts[host].name,
+                    &step.name,
+                    &outcome,
+                    Instant::now() - started,
+                );
                 HostResult {
                     host,
                     outcome,

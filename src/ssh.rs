@@ -13,12 +13,13 @@ use russh::keys::agent::client::AgentClient;
 use russh::keys::known_hosts::{check_known_hosts_path, learn_known_hosts_path};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, Disconnect};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedMappedMutexGuard, OwnedMutexGuard, Semaphore};
 
 use crate::inventory::{HostKeyPolicy, Jump, SshSettings};
 use crate::transport::{Cancel, LineSplitter, Outcome, Stream, interrupted};
 
-/// OpenSSH's `MaxSessions` defaults to 10 channels per connection; stay below it.
+/// Uploads at once on one connection: with the host's shell and the channel opened ahead,
+/// below OpenSSH's `MaxSessions` default of 10 channels per connection.
 const CHANNELS_PER_CONNECTION: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
@@ -183,8 +184,6 @@ pub struct Session {
     spare: std::sync::Mutex<Option<Opening>>,
     /// The host's shell that runs every step of this command, started on first use.
     runner: Arc<tokio::sync::Mutex<Option<Runner>>>,
-    /// Ends each step's output in the runner; unguessable, so no output can fake it.
-    marker: String,
     /// The bastion this connection runs through, kept open as long as the connection is.
     _via: Option<Arc<Handle<Client>>>,
 }
@@ -238,7 +237,6 @@ pub async fn connect(settings: &SshSettings, bastions: &Bastions) -> Result<Sess
         channels: Arc::new(Semaphore::new(CHANNELS_PER_CONNECTION)),
         spare: std::sync::Mutex::new(None),
         runner: Arc::new(tokio::sync::Mutex::new(None)),
-        marker: format!("DEPLOYR-END-{:016x}", unpredictable()),
         _via: via,
     };
     session.open_spare();
@@ -445,6 +443,8 @@ async fn try_agent(
 /// one with a syntax error fails alone and leaves the shell reading the next step.
 pub struct Runner {
     channel: russh::Channel<client::Msg>,
+    /// Ends each step's output; unguessable, so no output can fake it.
+    marker: String,
     /// False once the shell or its channel has gone (or a step had to be stopped): the next
     /// step starts a new one.
     alive: bool,
@@ -459,6 +459,7 @@ impl Runner {
     fn new(channel: russh::Channel<client::Msg>) -> Runner {
         Runner {
             channel,
+            marker: format!("DEPLOYR-END-{:016x}", unpredictable()),
             alive: true,
             stdout: LineSplitter::default(),
             stderr: LineSplitter::default(),
@@ -470,22 +471,22 @@ impl Runner {
     async fn run(
         &mut self,
         script: &str,
-        marker: &str,
         timeout: Option<Duration>,
         cancel: Cancel,
         on_line: &mut (dyn FnMut(Stream, String) + Send),
     ) -> Outcome {
-        if let Err(outcome) = self.send(script, marker, false).await {
+        if let Err(outcome) = self.send(script, false).await {
             return outcome;
         }
-        self.read(marker, None, timeout, cancel, on_line)
+        self.read(None, timeout, cancel, on_line)
             .await
             .unwrap_or_else(|| Outcome::Lost("stopped early".into()))
     }
 
     /// Starts a step. With `input`, the step reads the channel (an armed switch waiting for
     /// `go`); otherwise it reads /dev/null, so it cannot eat the steps that follow.
-    async fn send(&mut self, script: &str, marker: &str, input: bool) -> Result<(), Outcome> {
+    async fn send(&mut self, script: &str, input: bool) -> Result<(), Outcome> {
+        let marker = &self.marker;
         let Some(quoted) = shlex::try_quote(script).ok() else {
             return Err(Outcome::Lost("the script contains a NUL byte".into()));
         };
@@ -510,7 +511,6 @@ impl Runner {
     /// (`None`; the step goes on).
     async fn read(
         &mut self,
-        marker: &str,
         until: Option<&str>,
         timeout: Option<Duration>,
         mut cancel: Cancel,
@@ -520,6 +520,8 @@ impl Runner {
             tokio::time::Instant::now() + timeout.unwrap_or(Duration::from_secs(u32::MAX as u64));
         let mut exit = None;
         let mut reached = false;
+        let marker = self.marker.clone();
+        let marker = marker.as_str();
         loop {
             let message = tokio::select! {
                 message = self.channel.wait() => message,
@@ -593,11 +595,34 @@ impl Runner {
     }
 }
 
-/// A command that is running and waiting for `go`: in the host's runner shell (held for the
-/// switch), or on a channel of its own where the runner could not be used.
-pub enum Armed {
-    Runner(tokio::sync::OwnedMutexGuard<Option<Runner>>),
-    Alone(Running),
+/// A command that is running in the host's shell and waiting for `go`: it holds the shell
+/// until it ends, so nothing else is sent to it meanwhile.
+pub struct Armed(OwnedMappedMutexGuard<Option<Runner>, Runner>);
+
+impl Armed {
+    /// Sends it a line (`go`, `done`, `stop`).
+    pub async fn tell(&mut self, line: &'static [u8]) -> bool {
+        self.0.channel.data(line).await.is_ok()
+    }
+
+    /// Reads it until it prints `until` (`None`), or to its end (`Some`).
+    pub async fn wait_for(
+        &mut self,
+        until: &str,
+        on_line: &mut (dyn FnMut(Stream, String) + Send),
+    ) -> Option<Outcome> {
+        self.0
+            .read(Some(until), None, Cancel::never(), on_line)
+            .await
+    }
+
+    /// Reads it to its end (after `go`, or after being called off).
+    pub async fn finish(mut self, on_line: &mut (dyn FnMut(Stream, String) + Send)) -> Outcome {
+        self.0
+            .read(None, None, Cancel::never(), on_line)
+            .await
+            .unwrap_or_else(|| Outcome::Lost("stopped early".into()))
+    }
 }
 
 /// A line that contains the marker: what came before it (output without a final newline) and
@@ -620,15 +645,6 @@ fn unpredictable() -> u64 {
     );
     hasher.write_u32(std::process::id());
     hasher.finish()
-}
-
-/// A command started on a channel, read as it runs.
-pub struct Running {
-    channel: russh::Channel<client::Msg>,
-    stdout: LineSplitter,
-    stderr: LineSplitter,
-    exit: Option<Outcome>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Session {
@@ -655,53 +671,15 @@ impl Session {
         opened.map_err(|error| format!("cannot open a channel: {error}"))
     }
 
-    pub async fn start(&self, script: &str) -> Result<Running, Outcome> {
-        let Ok(permit) = self.channels.clone().acquire_owned().await else {
-            return Err(Outcome::Lost("connection closed".into()));
-        };
-        let channel = self.channel().await.map_err(Outcome::Lost)?;
-        if self.forward_agent {
-            let _ = channel.agent_forward(false).await;
+    /// The host's shell: started on first use, and again after one was stopped.
+    async fn runner(&self) -> Result<OwnedMappedMutexGuard<Option<Runner>, Runner>, Outcome> {
+        let mut slot = self.runner.clone().lock_owned().await;
+        if !slot.as_ref().is_some_and(|runner| runner.alive) {
+            *slot = Some(self.start_runner().await.map_err(Outcome::Lost)?);
         }
-        channel
-            .exec(true, script)
-            .await
-            .map_err(|error| Outcome::Lost(format!("cannot start the command: {error}")))?;
-        Ok(Running {
-            channel,
-            stdout: LineSplitter::default(),
-            stderr: LineSplitter::default(),
-            exit: None,
-            _permit: permit,
-        })
-    }
-
-    /// Runs a script in this host's runner shell; on a channel of its own if the runner is busy
-    /// or cannot be started.
-    pub async fn exec(
-        &self,
-        script: &str,
-        timeout: Option<Duration>,
-        cancel: Cancel,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
-    ) -> Outcome {
-        let Ok(mut slot) = self.runner.try_lock() else {
-            return self.exec_alone(script, timeout, cancel, on_line).await;
-        };
-        if slot.is_none() {
-            match self.start_runner().await {
-                Ok(runner) => *slot = Some(runner),
-                Err(_) => return self.exec_alone(script, timeout, cancel, on_line).await,
-            }
-        }
-        let runner = slot.as_mut().expect("started");
-        let outcome = runner
-            .run(script, &self.marker, timeout, cancel, on_line)
-            .await;
-        if !runner.alive {
-            *slot = None;
-        }
-        outcome
+        Ok(OwnedMutexGuard::map(slot, |slot| {
+            slot.as_mut().expect("started above")
+        }))
     }
 
     /// The runner: the login shell starts `$SHELL -s` once (reading its start-up files once),
@@ -718,7 +696,22 @@ impl Session {
         Ok(Runner::new(channel))
     }
 
-    /// Starts `script` (in the runner if it can) and reads it until it prints `until`.
+    /// Runs a script in the host's shell.
+    pub async fn exec(
+        &self,
+        script: &str,
+        timeout: Option<Duration>,
+        cancel: Cancel,
+        on_line: &mut (dyn FnMut(Stream, String) + Send),
+    ) -> Outcome {
+        match self.runner().await {
+            Ok(mut runner) => runner.run(script, timeout, cancel, on_line).await,
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// Starts `script` in the host's shell, with the channel as its input, and reads it until
+    /// it prints `until`.
     pub async fn arm(
         &self,
         script: &str,
@@ -726,186 +719,12 @@ impl Session {
         cancel: Cancel,
         on_line: &mut (dyn FnMut(Stream, String) + Send),
     ) -> Result<Armed, Outcome> {
-        let mut slot = self.runner.clone().lock_owned().await;
-        if slot.is_none()
-            && let Ok(runner) = self.start_runner().await
-        {
-            *slot = Some(runner);
-        }
-        let Some(runner) = slot.as_mut() else {
-            let mut running = self.start(script).await?;
-            return match self
-                .pump(&mut running, Some(until), None, cancel, on_line)
-                .await
-            {
-                None => Ok(Armed::Alone(running)),
-                Some(outcome) => Err(outcome),
-            };
-        };
-        runner.send(script, &self.marker, true).await?;
-        let read = runner
-            .read(&self.marker, Some(until), None, cancel, on_line)
-            .await;
-        if !runner.alive {
-            *slot = None;
-        }
-        match read {
-            None => Ok(Armed::Runner(slot)),
+        let mut runner = self.runner().await?;
+        runner.send(script, true).await?;
+        match runner.read(Some(until), None, cancel, on_line).await {
+            None => Ok(Armed(runner)),
             Some(outcome) => Err(outcome),
         }
-    }
-
-    /// Sends a line to an armed command.
-    pub async fn tell(&self, armed: &mut Armed, line: &'static [u8]) -> bool {
-        match armed {
-            Armed::Runner(slot) => match slot.as_mut() {
-                Some(runner) => runner.channel.data(line).await.is_ok(),
-                None => false,
-            },
-            Armed::Alone(running) => self.send(running, line).await,
-        }
-    }
-
-    /// Reads an armed command until it prints `until` (`None`), or to its end (`Some`).
-    pub async fn wait_for(
-        &self,
-        armed: &mut Armed,
-        until: &str,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
-    ) -> Option<Outcome> {
-        match armed {
-            Armed::Runner(slot) => {
-                let Some(runner) = slot.as_mut() else {
-                    return Some(Outcome::Lost("the connection was lost".into()));
-                };
-                let read = runner
-                    .read(&self.marker, Some(until), None, Cancel::never(), on_line)
-                    .await;
-                if !runner.alive {
-                    **slot = None;
-                }
-                read
-            }
-            Armed::Alone(running) => {
-                self.pump(running, Some(until), None, Cancel::never(), on_line)
-                    .await
-            }
-        }
-    }
-
-    /// Reads an armed command to its end (after `go`, or after being called off).
-    pub async fn finish(
-        &self,
-        armed: Armed,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
-    ) -> Outcome {
-        let outcome = match armed {
-            Armed::Runner(mut slot) => {
-                let outcome = match slot.as_mut() {
-                    Some(runner) => {
-                        runner
-                            .read(&self.marker, None, None, Cancel::never(), on_line)
-                            .await
-                    }
-                    None => None,
-                };
-                if slot.as_ref().is_some_and(|runner| !runner.alive) {
-                    *slot = None;
-                }
-                outcome
-            }
-            Armed::Alone(mut running) => {
-                self.pump(&mut running, None, None, Cancel::never(), on_line)
-                    .await
-            }
-        };
-        outcome.unwrap_or_else(|| Outcome::Lost("stopped early".into()))
-    }
-
-    async fn exec_alone(
-        &self,
-        script: &str,
-        timeout: Option<Duration>,
-        cancel: Cancel,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
-    ) -> Outcome {
-        match self.start(script).await {
-            Ok(mut running) => {
-                self.pump(&mut running, None, timeout, cancel, on_line)
-                    .await
-            }
-            Err(outcome) => Some(outcome),
-        }
-        .unwrap_or_else(|| Outcome::Lost("stopped early".into()))
-    }
-
-    /// Reads the command's output until it ends (`Some`), or until it prints the line `until`
-    /// (`None`; the command keeps running).
-    pub async fn pump(
-        &self,
-        running: &mut Running,
-        until: Option<&str>,
-        timeout: Option<Duration>,
-        mut cancel: Cancel,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
-    ) -> Option<Outcome> {
-        let deadline =
-            tokio::time::Instant::now() + timeout.unwrap_or(Duration::from_secs(u32::MAX as u64));
-        let channel = &mut running.channel;
-        let mut reached = false;
-        loop {
-            let message = tokio::select! {
-                message = channel.wait() => message,
-                _ = tokio::time::sleep_until(deadline) => {
-                    let _ = channel.signal(russh::Sig::TERM).await;
-                    let _ = channel.close().await;
-                    return Some(Outcome::TimedOut(timeout.unwrap_or_default()));
-                }
-                _ = cancel.cancelled() => {
-                    let _ = channel.signal(russh::Sig::TERM).await;
-                    let _ = channel.close().await;
-                    return Some(interrupted());
-                }
-            };
-            match message {
-                Some(ChannelMsg::Data { data }) => running.stdout.push(&data, &mut |line| {
-                    if until == Some(line.as_str()) {
-                        reached = true;
-                    } else {
-                        on_line(Stream::Stdout, line)
-                    }
-                }),
-                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => running
-                    .stderr
-                    .push(&data, &mut |line| on_line(Stream::Stderr, line)),
-                Some(ChannelMsg::ExitStatus { exit_status }) => {
-                    running.exit = Some(Outcome::Exited(exit_status))
-                }
-                Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
-                    running.exit = Some(Outcome::Signaled(format!("{signal_name:?}")))
-                }
-                Some(ChannelMsg::Close) | None => break,
-                Some(_) => {}
-            }
-            if reached {
-                return None;
-            }
-        }
-        running
-            .stdout
-            .finish(&mut |line| on_line(Stream::Stdout, line));
-        running
-            .stderr
-            .finish(&mut |line| on_line(Stream::Stderr, line));
-        Some(match running.exit.take() {
-            Some(outcome) => outcome,
-            None if self.handle.is_closed() => Outcome::Lost("the connection was lost".into()),
-            None => Outcome::Lost("the command ended without an exit status".into()),
-        })
-    }
-
-    pub async fn send(&self, running: &Running, bytes: &'static [u8]) -> bool {
-        running.channel.data(bytes).await.is_ok()
     }
 
     pub async fn close(&self) {

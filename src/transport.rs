@@ -89,6 +89,58 @@ pub enum Armed {
     Ssh(ssh::Armed),
 }
 
+impl Armed {
+    pub async fn fire(&mut self) -> bool {
+        self.tell(b"go\n").await
+    }
+
+    /// Reads a fired command until it says it has acted (`None`), or to its end if it stops
+    /// first (`Some`: it failed before acting, or acted and ended).
+    pub async fn acted(
+        &mut self,
+        on_line: &mut (dyn FnMut(Stream, String) + Send),
+    ) -> Option<Outcome> {
+        match self {
+            Armed::Ssh(armed) => armed.wait_for(SWITCHED, on_line).await,
+            Armed::Local(running) => {
+                running
+                    .pump(Some(SWITCHED), None, Cancel::never(), on_line)
+                    .await
+            }
+        }
+    }
+
+    /// Lets a command that has acted finish (its checks and exit).
+    pub async fn done(&mut self) -> bool {
+        self.tell(b"done\n").await
+    }
+
+    /// Calls an armed command off: it reads something other than `go`, undoes its
+    /// preparation and exits without acting.
+    pub async fn disarm(mut self, on_line: &mut (dyn FnMut(Stream, String) + Send)) -> Outcome {
+        self.tell(b"stop\n").await;
+        self.finish(on_line).await
+    }
+
+    /// Reads a fired command to its end.
+    pub async fn finish(self, on_line: &mut (dyn FnMut(Stream, String) + Send)) -> Outcome {
+        match self {
+            Armed::Ssh(armed) => armed.finish(on_line).await,
+            Armed::Local(mut running) => running
+                .pump(None, None, Cancel::never(), on_line)
+                .await
+                .unwrap_or_else(|| Outcome::Lost("stopped early".into())),
+        }
+    }
+
+    async fn tell(&mut self, line: &'static [u8]) -> bool {
+        match self {
+            Armed::Ssh(armed) => armed.tell(line).await,
+            Armed::Local(running) => running.send(line).await,
+        }
+    }
+}
+
 pub enum Connection {
     Local,
     Ssh(ssh::Session),
@@ -119,7 +171,7 @@ impl Connection {
     }
 
     /// Starts `script` and waits until it prints `armed`: it is then ready to act the moment
-    /// [`Connection::fire`] sends it `go`, with no connection, channel or process to set up.
+    /// [`Armed::fire`] sends it `go`, with no connection, channel or process to set up.
     pub async fn arm(
         &self,
         script: &str,
@@ -137,76 +189,6 @@ impl Connection {
             Connection::Ssh(session) => Ok(Armed::Ssh(
                 session.arm(script, ARMED, cancel, on_line).await?,
             )),
-        }
-    }
-
-    pub async fn fire(&self, armed: &mut Armed) -> bool {
-        match (self, armed) {
-            (Connection::Ssh(session), Armed::Ssh(armed)) => session.tell(armed, b"go\n").await,
-            (_, Armed::Local(running)) => running.send(b"go\n").await,
-            (Connection::Local, Armed::Ssh(_)) => false,
-        }
-    }
-
-    /// Reads a fired command until it says it has acted (`None`), or to its end if it stops
-    /// first (`Some`: it failed before acting, or acted and ended).
-    pub async fn acted(
-        &self,
-        armed: &mut Armed,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
-    ) -> Option<Outcome> {
-        match (self, armed) {
-            (Connection::Ssh(session), Armed::Ssh(armed)) => {
-                session.wait_for(armed, SWITCHED, on_line).await
-            }
-            (_, Armed::Local(running)) => {
-                running
-                    .pump(Some(SWITCHED), None, Cancel::never(), on_line)
-                    .await
-            }
-            (Connection::Local, Armed::Ssh(_)) => Some(Outcome::Lost("stopped early".into())),
-        }
-    }
-
-    /// Lets a command that has acted finish (its checks and exit).
-    pub async fn done(&self, armed: &mut Armed) -> bool {
-        match (self, armed) {
-            (Connection::Ssh(session), Armed::Ssh(armed)) => session.tell(armed, b"done\n").await,
-            (_, Armed::Local(running)) => running.send(b"done\n").await,
-            (Connection::Local, Armed::Ssh(_)) => false,
-        }
-    }
-
-    /// Calls an armed command off: it reads something other than `go` (or, locally, the end
-    /// of its input), undoes its preparation and exits without acting.
-    pub async fn disarm(
-        &self,
-        mut armed: Armed,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
-    ) -> Outcome {
-        match (self, &mut armed) {
-            (Connection::Ssh(session), Armed::Ssh(armed)) => {
-                session.tell(armed, b"stop\n").await;
-            }
-            (_, Armed::Local(running)) => running.end_input(),
-            (Connection::Local, Armed::Ssh(_)) => {}
-        }
-        self.finish(armed, on_line).await
-    }
-
-    /// Reads a fired command to its end.
-    pub async fn finish(
-        &self,
-        armed: Armed,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
-    ) -> Outcome {
-        match (self, armed) {
-            (Connection::Ssh(session), Armed::Ssh(armed)) => session.finish(armed, on_line).await,
-            (_, Armed::Local(mut running)) => running
-                .pump(None, None, Cancel::never(), on_line)
-                .await
-                .unwrap_or_else(|| Outcome::Lost("stopped early".into())),
-            (Connection::Local, Armed::Ssh(_)) => Outcome::Lost("stopped early".into()),
         }
     }
 

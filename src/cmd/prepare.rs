@@ -7,7 +7,6 @@ use crate::error::Error;
 use crate::plan::{self, LOCAL, Plan, PlannedStep, ReleaseInfo};
 use crate::refname;
 use crate::release::{self, HostState, Prepared};
-use crate::report::EventKind;
 use crate::transport::{Outcome, Stream};
 
 pub async fn command(context: &Context, reference: Option<&str>, force: bool) -> Result<(), Error> {
@@ -261,10 +260,7 @@ async fn build_and_pack(
     }
     let pack_step = PlannedStep::new("pack", Vec::new());
     let events = &session.events;
-    events.send(EventKind::StepStarted {
-        host: LOCAL.into(),
-        step: pack_step.name.clone(),
-    });
+    events.step_started(LOCAL, &pack_step.name);
     let started = std::time::Instant::now();
     let dir = workspace.build_dir().join(artifact_dir);
     let to = workspace.artifact_path(&info.commit, key);
@@ -286,27 +282,22 @@ async fn build_and_pack(
     };
     let outcome = match &packed {
         Ok(packed) => {
-            events.send(EventKind::Output {
-                host: LOCAL.into(),
-                step: pack_step.name.clone(),
-                stream: Stream::Stdout,
-                line: format!(
+            events.output(
+                LOCAL,
+                &pack_step.name,
+                Stream::Stdout,
+                format!(
                     "packed {artifact_dir} into {} ({}, sha256 {})",
                     packed.path.display(),
                     megabytes(packed.size),
                     packed.sha256
                 ),
-            });
+            );
             Outcome::Exited(0)
         }
         Err(reason) => Outcome::Lost(reason.clone()),
     };
-    events.send(EventKind::StepFinished {
-        host: LOCAL.into(),
-        step: pack_step.name.clone(),
-        outcome: outcome.clone(),
-        duration: started.elapsed(),
-    });
+    events.step_finished(LOCAL, &pack_step.name, &outcome, started.elapsed());
     workspace.prune(deployfile.app.keep_releases);
     packed.map_err(|_| {
         Error::StepFailed(vec![crate::run::StepFailure {

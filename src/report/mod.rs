@@ -98,6 +98,31 @@ impl Events {
             kind,
         });
     }
+
+    pub fn step_started(&self, host: &str, step: &str) {
+        self.send(EventKind::StepStarted {
+            host: host.to_string(),
+            step: step.to_string(),
+        });
+    }
+
+    pub fn output(&self, host: &str, step: &str, stream: Stream, line: String) {
+        self.send(EventKind::Output {
+            host: host.to_string(),
+            step: step.to_string(),
+            stream,
+            line,
+        });
+    }
+
+    pub fn step_finished(&self, host: &str, step: &str, outcome: &Outcome, duration: Duration) {
+        self.send(EventKind::StepFinished {
+            host: host.to_string(),
+            step: step.to_string(),
+            outcome: outcome.clone(),
+            duration,
+        });
+    }
 }
 
 /// Replaces every secret value with `***` before anything is shown.
@@ -503,8 +528,8 @@ pub fn dry_run(plan: &Plan, masker: &Masker, out: &mut dyn Write) -> std::io::Re
         }
         for run in &step.runs {
             let host = &plan.hosts[run.host].name;
-            if let Some(from) = &step.upload {
-                let (from, to) = (from.display(), &run.script);
+            if let Some(artifact) = &step.upload {
+                let (from, to) = (artifact.path.display(), &run.script);
                 writeln!(out, "{host} {} $ sftp put {from} {to}", step.name)?;
                 continue;
             }
