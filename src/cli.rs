@@ -131,7 +131,11 @@ pub enum Command {
     Releases,
     /// Remove a stale deploy lock (left by a killed deployr), saying whose it was.
     #[command(after_help = "Example:\n  deployr unlock")]
-    Unlock,
+    Unlock {
+        /// Remove it even if its holder is a deployr still running on this machine.
+        #[arg(long)]
+        force: bool,
+    },
     /// Write a commented starter deployfile (never overwrites one).
     #[command(after_help = "Example:\n  deployr init && $EDITOR deployfile.toml")]
     Init,
@@ -158,7 +162,7 @@ impl Command {
             Command::Rollback { .. } => "rollback".into(),
             Command::Status => "status".into(),
             Command::Releases => "releases".into(),
-            Command::Unlock => "unlock".into(),
+            Command::Unlock { .. } => "unlock".into(),
             Command::Check => "check".into(),
             Command::Init => "init".into(),
             Command::Completions { .. } => "completions".into(),

@@ -41,9 +41,32 @@ pub enum Error {
         .holders.iter().map(|(host, holder)| format!("{host} by {holder}")).collect::<Vec<_>>().join(", "))]
     Locked { holders: Vec<(String, String)> },
     #[error(
-        "interrupted; the commands that were running were stopped and the deploy lock released"
+        "interrupted by {}; the commands that were running were stopped, nothing was switched, and the deploy lock released", .0.name()
     )]
-    Interrupted,
+    Interrupted(crate::transport::Signal),
+    /// Hosts are on different releases and deployr could not bring them together.
+    #[error("activation of {release} failed, and not every host could be switched back: the hosts are on DIFFERENT RELEASES now\n{}\n  switched back: {}\n  not switched back:\n{}\nMake them agree with:\n  {fix}",
+        step_failures(.failures),
+        if .back.is_empty() { "none".to_string() } else { .back.join(", ") },
+        .left.iter().map(|(host, state)| format!("    {host}: {state}")).collect::<Vec<_>>().join("\n"))]
+    Diverged {
+        release: String,
+        failures: Vec<StepFailure>,
+        back: Vec<String>,
+        /// Each host that did not go back, and what is known of it.
+        left: Vec<(String, String)>,
+        fix: String,
+    },
+    /// Every host is on the release and healthy, but recording it failed somewhere.
+    #[error("{release} is live on every selected host, but recording the activation (history, journal, lock) failed:\n  {}\nThe next `deployr activate` finishes the record; if a lock remains, `deployr unlock` removes it",
+        .failures.iter().map(|f| format!("{}: {}", f.host, f.outcome)).collect::<Vec<_>>().join("\n  "))]
+    Unrecorded {
+        release: String,
+        failures: Vec<StepFailure>,
+    },
+    /// `deployr unlock` found a lock whose holder is still running on this machine.
+    #[error("{0}")]
+    HolderAlive(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

@@ -78,7 +78,18 @@ pub struct Host {
     /// `[vars]` merged with the host's own `vars`, in the deployfile's order.
     pub vars: Vec<(String, Template)>,
     pub ssh: SshSettings,
+    /// The bound on each of deployr's own short steps on this host (state, lock, unlock, the
+    /// switch, finish): `[ssh] housekeeping_timeout`.
+    pub housekeeping_timeout: Duration,
 }
+
+/// `housekeeping_timeout` when the deployfile does not set it: reading a few files or renaming
+/// a link takes milliseconds, so a minute means the host is not answering.
+pub const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The bound on the steps that move code (fetching the repository, uploading and unpacking an
+/// artifact): long enough for a large repository over a slow link.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 impl Host {
     pub fn has_any_role(&self, roles: &[String]) -> bool {
@@ -223,6 +234,7 @@ mod tests {
                 keepalive_interval: Duration::from_secs(5),
                 keepalive_max: 3,
             },
+            housekeeping_timeout: HOUSEKEEPING_TIMEOUT,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod deployfile;
 pub mod error;
 pub mod inventory;
 pub mod local;
+pub mod owner;
 pub mod plan;
 pub mod refname;
 pub mod release;

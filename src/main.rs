@@ -9,7 +9,11 @@ use deployr::error::Error;
 /// The exit codes of the design, in one place.
 fn exit_code(error: &Error) -> u8 {
     match error {
-        Error::StepFailed(_) | Error::CheckFailed { .. } | Error::Refused(_) | Error::Io(_) => 1,
+        Error::StepFailed(_)
+        | Error::CheckFailed { .. }
+        | Error::Refused(_)
+        | Error::Unrecorded { .. }
+        | Error::Io(_) => 1,
         Error::Deployfile(_)
         | Error::Selection(_)
         | Error::Usage(_)
@@ -17,9 +21,10 @@ fn exit_code(error: &Error) -> u8 {
         | Error::InvalidRef(_)
         | Error::InvalidRelease(_) => 2,
         Error::Connect(_) => 3,
-        Error::Locked { .. } => 4,
+        Error::Locked { .. } | Error::HolderAlive(_) => 4,
         Error::RolledBack { .. } => 5,
-        Error::Interrupted => 130,
+        Error::Diverged { .. } => 7,
+        Error::Interrupted(signal) => 128 + signal.number() as u8,
     }
 }
 

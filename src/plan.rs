@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::artifact::{Artifact, Workspace};
 use crate::deployfile::{ActivateStep, Deployfile, EnvVar, Source, Step, Strategy};
-use crate::inventory::Host;
+use crate::inventory::{Host, TRANSFER_TIMEOUT};
 use crate::release;
 use crate::template::Values;
 
@@ -280,7 +280,7 @@ fn release_step(
     })
 }
 
-/// One of deployr's own commands on the given hosts.
+/// One of deployr's own commands on the given hosts, bounded by their `housekeeping_timeout`.
 fn own_step(
     name: &str,
     hosts: &[Host],
@@ -295,10 +295,23 @@ fn own_step(
             script: script(index, &hosts[index])?,
         });
     }
+    let timeout = runs
+        .iter()
+        .map(|run| hosts[run.host].housekeeping_timeout)
+        .max();
     Ok(PlannedStep {
         capture,
+        timeout,
         ..PlannedStep::new(name, runs)
     })
+}
+
+/// A step that moves code: bounded by [`TRANSFER_TIMEOUT`], not by the housekeeping bound.
+fn transfer(step: PlannedStep) -> PlannedStep {
+    PlannedStep {
+        timeout: Some(TRANSFER_TIMEOUT),
+        ..step
+    }
 }
 
 /// Reads every host's release state (one command per host).
@@ -344,7 +357,8 @@ pub fn resolve(
         Strategy::Git => own_step("resolve", hosts, [0], true, |_, host| {
             let fetch = release::fetch_script(host, &source.repo, release::Wanted::Ref(reference))?;
             Ok(format!("{env}{fetch}"))
-        }),
+        })
+        .map(transfer),
         Strategy::Upload { .. } => {
             let mirror = workspace.mirror().to_string_lossy().into_owned();
             let fetch =
@@ -411,6 +425,7 @@ pub fn code(
 ) -> Result<Vec<PlannedStep>, QuoteError> {
     let Some(artifact) = artifact else {
         let code = own_step("code", hosts, 0..hosts.len(), false, |index, host| {
+            let clear = release::clear_prepared_script(host)?;
             let export = release::export_script(
                 host,
                 &deployfile.app,
@@ -419,13 +434,13 @@ pub fn code(
                 &info.commit,
             )?;
             if index == 0 {
-                return Ok(export);
+                return Ok(format!("{clear}\n{export}"));
             }
             let fetch =
                 release::fetch_script(host, &source.repo, release::Wanted::Commit(&info.commit))?;
-            Ok(format!("{fetch}\n{export}"))
+            Ok(format!("{clear}\n{fetch}\n{export}"))
         })?;
-        return Ok(vec![code]);
+        return Ok(vec![transfer(code)]);
     };
     let upload = own_step(
         "upload",
@@ -435,21 +450,24 @@ pub fn code(
         |_, host| Ok(release::artifact_path(host, &artifact.sha256)),
     )?;
     let unpack = own_step("code", hosts, 0..hosts.len(), false, |_, host| {
-        release::unpack_script(
+        let clear = release::clear_prepared_script(host)?;
+        let unpack = release::unpack_script(
             host,
             &deployfile.app,
             &info.release,
             &info.commit,
             &artifact.sha256,
-        )
+        )?;
+        Ok(format!("{clear}\n{unpack}"))
     })?;
+    let unpack = transfer(unpack);
     if send_to.is_empty() {
         return Ok(vec![unpack]);
     }
     Ok(vec![
         PlannedStep {
             upload: Some(artifact.clone()),
-            ..upload
+            ..transfer(upload)
         },
         unpack,
     ])
@@ -486,23 +504,33 @@ pub fn prepare(
     Ok(steps)
 }
 
-/// Where one host's `current` goes: a release, or nowhere (undoing a first activation).
-#[derive(Debug, Clone)]
-pub struct Switch {
-    pub host: usize,
-    pub release: Option<String>,
+/// The armed switch of `on` to `release`; each host's journal records what it served before.
+pub fn switch(
+    hosts: &[Host],
+    on: &[usize],
+    release: &str,
+    previous: &[Option<String>],
+) -> Result<PlannedStep, QuoteError> {
+    let mut step = own_step("switch", hosts, on.iter().copied(), false, |index, host| {
+        release::switch_script(host, release, previous[index].as_deref())
+    })?;
+    step.armed = true;
+    Ok(step)
 }
 
-pub fn switch(hosts: &[Host], switches: &[Switch]) -> Result<PlannedStep, QuoteError> {
-    let mut step = own_step("switch", hosts, [], false, |_, _| Ok(String::new()))?;
-    step.armed = true;
-    for switch in switches {
-        step.runs.push(PlannedRun {
-            host: switch.host,
-            script: release::switch_script(&hosts[switch.host], switch.release.as_deref())?,
-        });
-    }
-    Ok(step)
+/// Puts `on` back on what it served before (`previous`, or no `current` at all), at once.
+pub fn switch_back(
+    hosts: &[Host],
+    on: &[usize],
+    previous: &[Option<String>],
+) -> Result<PlannedStep, QuoteError> {
+    own_step(
+        "switch back",
+        hosts,
+        on.iter().copied(),
+        false,
+        |index, host| release::switch_back_script(host, previous[index].as_deref()),
+    )
 }
 
 /// The `[[activate]]` steps before (`after_switch = false`) or after the switch.
@@ -575,7 +603,13 @@ done"#,
             script: script(WorkDir::Path(&dir), &deployfile.env, &values, &looped)?,
         });
     }
-    Ok(Some(PlannedStep::new("healthcheck", runs)))
+    // Every attempt is bounded by `timeout`, so the whole loop is too; a host that does not
+    // answer at all is stopped a little after its last attempt should have ended.
+    let bound = (check.timeout + check.interval) * check.attempts + Duration::from_secs(10);
+    Ok(Some(PlannedStep {
+        timeout: Some(bound),
+        ..PlannedStep::new("healthcheck", runs)
+    }))
 }
 
 /// Records the activation or rollback in each host's history, prunes old releases and, with
@@ -618,6 +652,7 @@ mod tests {
                 keepalive_interval: Duration::from_secs(1),
                 keepalive_max: 1,
             },
+            housekeeping_timeout: Duration::from_secs(1),
         }
     }
 

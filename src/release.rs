@@ -7,7 +7,10 @@
 //!   releases/20261124T154100Z/ one directory per release, with a REVISION file
 //!   shared/                    shared_dirs and shared_files, linked into each release
 //!   current -> releases/...    switched by rename(2), never unlinked first
-//!   .deployr/prepared          the release prepare finished (release, commit, ref, time)
+//!   .deployr/prepared          the release the last prepare finished (release, commit, ref, time)
+//!   .deployr/ready/<id>        one empty file per release whose prepare succeeded on this host
+//!   .deployr/activating        the journal of an activation between its switch and its finish
+//!   .deployr/lock              the deploy lock: a symlink whose target is the owner line
 //!   .deployr/history           one line per activation or rollback
 //! ```
 
@@ -90,6 +93,16 @@ pub struct HistoryEntry {
     pub previous: Option<String>,
 }
 
+/// `.deployr/activating`: written on a host when its switch is armed, removed by `finish` (or
+/// when the host goes back). Found later, it means a deployr stopped between the switch and
+/// the end of the activation; `activate` finishes that activation and `rollback` undoes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Journal {
+    pub release: String,
+    /// What the host served before (none on a first activation).
+    pub previous: Option<String>,
+}
+
 /// A host's release state, read in one command before anything changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostState {
@@ -100,10 +113,19 @@ pub struct HostState {
     /// Release ids on disk with their commits, oldest first.
     pub releases: Vec<(String, String)>,
     pub history: Vec<HistoryEntry>,
-    /// Who holds the deploy lock, as written in `.deployr/lock/owner`.
+    /// Who holds the deploy lock: its owner line.
     pub lock: Option<String>,
+    /// Something is at the lock's path that no deployr wrote whole (a plain file, a directory
+    /// without an owner): what it is.
+    pub lock_malformed: Option<String>,
     /// This invocation took the lock in the same round trip.
     pub lock_taken: bool,
+    /// Why the lock could not be taken although nobody holds it (a read-only or full disk).
+    pub lock_error: Option<String>,
+    /// Releases whose prepare succeeded on this host.
+    pub ready: BTreeSet<String>,
+    /// An activation that was switched but never finished.
+    pub activating: Option<Journal>,
     /// Checksums of the uploaded artifacts kept on the host (`strategy = "upload"`).
     pub artifacts: Vec<String>,
 }
@@ -118,6 +140,16 @@ impl HostState {
 
     pub fn has_release(&self, release: &str) -> bool {
         self.releases.iter().any(|(id, _)| id == release)
+    }
+
+    /// The release is on disk and complete: its prepare succeeded here, or it has been live
+    /// (releases from before the `ready` markers existed count by their history).
+    pub fn is_complete(&self, release: &str) -> bool {
+        self.has_release(release)
+            && (self.ready.contains(release)
+                || self.prepared.as_ref().is_some_and(|p| p.release == release)
+                || self.current.as_deref() == Some(release)
+                || self.history.iter().any(|entry| entry.release == release))
     }
 
     /// The release that was live before the current one was last activated: where a rollback
@@ -169,8 +201,13 @@ if [ -L current ]; then echo "current=$(readlink current)"; elif [ -e current ];
 if [ -f .deployr/prepared ]; then while read -r l; do printf 'prepared_%s\n' "$l"; done < .deployr/prepared; fi
 for r in releases/*; do [ -d "$r" ] && [ ! -L "$r" ] && {{ c=; read -r c 2>/dev/null < "$r/REVISION"; printf 'release=%s %s\n' "${{r#releases/}}" "$c"; }}; done
 if [ -f .deployr/history ]; then tail -n 500 .deployr/history | sed 's/^/history=/'; fi
-if [ -f .deployr/lock/owner ]; then while read -r l; do printf 'lock=%s\n' "$l"; done < .deployr/lock/owner; elif [ -d .deployr/lock ]; then echo "lock=unknown holder"; fi
+if [ -L .deployr/lock ]; then printf 'lock=%s\n' "$(readlink .deployr/lock)"
+elif [ -f .deployr/lock/owner ]; then while read -r l; do printf 'lock=%s\n' "$l"; done < .deployr/lock/owner
+elif [ -d .deployr/lock ]; then echo "lock_malformed=a directory with no owner file"
+elif [ -e .deployr/lock ]; then echo "lock_malformed=a plain file"; fi
 for a in .deployr/artifacts/*.tar.gz; do [ -f "$a" ] && a="${{a##*/}}" && echo "artifact=${{a%.tar.gz}}"; done
+for r in .deployr/ready/*; do [ -f "$r" ] && echo "ready=${{r##*/}}"; done
+if [ -f .deployr/activating ]; then while read -r l; do printf 'activating_%s\n' "$l"; done < .deployr/activating; fi
 true"#
     ))
 }
@@ -178,6 +215,10 @@ true"#
 pub fn parse_state(lines: &[String]) -> HostState {
     let mut state = HostState::default();
     let mut prepared = Prepared::default();
+    let mut journal = Journal {
+        release: String::new(),
+        previous: None,
+    };
     for line in lines {
         let Some((key, value)) = line.split_once('=') else {
             continue;
@@ -206,6 +247,15 @@ pub fn parse_state(lines: &[String]) -> HostState {
                 }
             }
             "artifact" => state.artifacts.push(value.to_string()),
+            "ready" if validate_id(value).is_ok() => {
+                state.ready.insert(value.to_string());
+            }
+            "activating_release" => journal.release = value.to_string(),
+            "activating_previous" if validate_id(value).is_ok() => {
+                journal.previous = Some(value.to_string());
+            }
+            "lock_malformed" => state.lock_malformed = Some(value.to_string()),
+            "lock_error" => state.lock_error = Some(value.to_string()),
             "lock" => {
                 let holder = state.lock.get_or_insert_with(String::new);
                 if !holder.is_empty() {
@@ -218,6 +268,9 @@ pub fn parse_state(lines: &[String]) -> HostState {
     }
     if validate_id(&prepared.release).is_ok() {
         state.prepared = Some(prepared);
+    }
+    if validate_id(&journal.release).is_ok() {
+        state.activating = Some(journal);
     }
     state.releases.sort();
     state
@@ -240,16 +293,21 @@ fn parse_history(line: &str) -> Option<HistoryEntry> {
     })
 }
 
-/// Takes the deploy lock and reads the state in one round trip. `mkdir` is atomic, so of two
-/// deployrs only one gets the lock; the owner line says who, where, which command and since when.
+/// Takes the deploy lock and reads the state in one round trip. The lock is a symlink whose
+/// target is the owner line: `ln -s` creates it, owner and all, in one atomic step that fails
+/// if anything is already there, so no other deployr ever sees a lock without its owner. Why it
+/// could not be taken, when nobody holds it (a read-only or full disk), is reported as such.
 pub fn lock_script(host: &Host, owner: &str) -> Result<String, QuoteError> {
     let deploy_to = quote(&host.deploy_to, "deploy_to")?;
     Ok(format!(
-        "mkdir -p {deploy_to}/.deployr 2>/dev/null
-         if mkdir {deploy_to}/.deployr/lock 2>/dev/null; then printf '%s\\n' {} > {deploy_to}/.deployr/lock/owner && echo lock_taken=yes; fi
-{}",
-        quote(owner, "the lock owner")?,
-        state_script(host)?
+        r#"if e=$(mkdir -p {deploy_to}/.deployr 2>&1); then
+  if [ -e {deploy_to}/.deployr/lock ] || [ -L {deploy_to}/.deployr/lock ]; then :
+  elif e=$(ln -s {owner} {deploy_to}/.deployr/lock 2>&1); then echo lock_taken=yes
+  else printf 'lock_error=%s\n' "$e"; fi
+else printf 'lock_error=%s\n' "$e"; fi
+{state}"#,
+        owner = quote(owner, "the lock owner")?,
+        state = state_script(host)?
     ))
 }
 
@@ -265,12 +323,12 @@ pub fn unlock_script(host: &Host, token: &str) -> Result<String, QuoteError> {
 /// In `deploy_to`: removes the lock if `token` is in its owner line.
 fn release_lock(token: &str) -> Result<String, QuoteError> {
     Ok(format!(
-        "o=; [ -f .deployr/lock/owner ] && read -r o < .deployr/lock/owner\ncase \"$o\" in *{}*) rm -rf .deployr/lock ;; esac\n",
+        "case \"$(readlink .deployr/lock 2>/dev/null)\" in *{}*) rm -f .deployr/lock || exit 1 ;; esac\n",
         quote(&format!("token={token}"), "the lock token")?
     ))
 }
 
-/// `deployr unlock`: removes whatever lock is there.
+/// `deployr unlock`: removes whatever is at the lock's path (a lock, or a malformed one).
 pub fn force_unlock_script(host: &Host) -> Result<String, QuoteError> {
     let deploy_to = quote(&host.deploy_to, "deploy_to")?;
     Ok(format!("rm -rf {deploy_to}/.deployr/lock"))
@@ -430,6 +488,8 @@ fn link_shared_script(host: &Host, app: &App, release: &str) -> Result<String, Q
 }
 
 /// Marks the release as prepared on this host; written last, only when every step succeeded.
+/// `.deployr/ready/<id>` keeps that outcome per release, for `activate --release` and
+/// `rollback --to`, after the marker has moved on to a newer release.
 pub fn mark_prepared_script(host: &Host, prepared: &Prepared) -> Result<String, QuoteError> {
     let deploy_to = quote(&host.deploy_to, "deploy_to")?;
     let body = format!(
@@ -437,33 +497,47 @@ pub fn mark_prepared_script(host: &Host, prepared: &Prepared) -> Result<String, 
         prepared.release, prepared.commit, prepared.reference, prepared.time
     );
     Ok(format!(
-        "cd {deploy_to} && printf '%s' {} > .deployr/prepared.tmp && mv .deployr/prepared.tmp .deployr/prepared",
-        quote(&body, "the prepared marker")?
+        "cd {deploy_to} && mkdir -p .deployr/ready && : > .deployr/ready/{id} && printf '%s' {} > .deployr/prepared.tmp && mv .deployr/prepared.tmp .deployr/prepared",
+        quote(&body, "the prepared marker")?,
+        id = prepared.release,
     ))
 }
 
-/// The atomic switch, armed: everything that can fail or take time (checks, the symlink under a
-/// temporary name) happens first; then the script prints `armed` and waits for `go` on its
-/// standard input, so that all hosts switch within one write of each other. The switch itself is
-/// a rename(2) over `current` (never a moment without it), checked with `readlink`. Where
-/// `mv -T` is missing, the temporary link is named `current` inside `releases/` and moved into
-/// the parent, which renames it over `current` just the same (Capistrano's recipe). If `go`
-/// never comes, the temporary link is removed and nothing changed.
-pub fn switch_script(host: &Host, release: Option<&str>) -> Result<String, QuoteError> {
+/// Run before a prepare changes anything on the host: the old marker goes, so that a prepare
+/// that fails here leaves no marker for `activate` to take an older release from.
+pub fn clear_prepared_script(host: &Host) -> Result<String, QuoteError> {
     let deploy_to = quote(&host.deploy_to, "deploy_to")?;
-    let wait = r#"echo armed
-read -r go && [ "$go" = go ] || { rm -f releases/current; echo "not switched: the switch was called off" >&2; exit 1; }"#;
-    let Some(release) = release else {
-        // Undoing a first activation: there was no `current` before.
-        return Ok(format!(
-            "cd {deploy_to} || exit 1\n{wait}\nrm -f current || exit 1\necho switched\nread -r done"
-        ));
-    };
+    Ok(format!("rm -f {deploy_to}/.deployr/prepared || exit 1"))
+}
+
+/// The journal's contents for an activation of `release` on a host that served `previous`.
+fn journal_body(release: &str, previous: Option<&str>) -> String {
+    format!("release={release}\nprevious={}\n", previous.unwrap_or(""))
+}
+
+/// The atomic switch, armed: everything that can fail or take time (checks, the journal, the
+/// symlink under a temporary name) happens first; then the script prints `armed` and waits for
+/// `go` on its standard input, so that all hosts switch within one write of each other. The
+/// switch itself is a rename(2) over `current` (never a moment without it), checked with
+/// `readlink`. Where `mv -T` is missing, the temporary link is named `current` inside
+/// `releases/` and moved into the parent, which renames it over `current` just the same
+/// (Capistrano's recipe). If `go` never comes, the temporary link and the journal are removed
+/// and nothing changed.
+pub fn switch_script(
+    host: &Host,
+    release: &str,
+    previous: Option<&str>,
+) -> Result<String, QuoteError> {
+    let deploy_to = quote(&host.deploy_to, "deploy_to")?;
     let target = quote(&release_path(host, release), "the release path")?;
+    let journal = quote(&journal_body(release, previous), "the journal")?;
+    let wait = r#"echo armed
+read -r go && [ "$go" = go ] || { rm -f releases/current .deployr/activating; echo "not switched: the switch was called off" >&2; exit 1; }"#;
     Ok(format!(
         r#"cd {deploy_to} || exit 1
 [ -d releases/{release} ] || {{ echo "release {release} is not on this host" >&2; exit 1; }}
-if [ -e current ] && [ ! -L current ]; then echo "{deploy_to}/current is a real directory, not a symlink; move it away (e.g. mv current current.old) and activate again" >&2; exit 1; fi
+if [ -e current ] && [ ! -L current ]; then echo "current is a real directory, not a symlink; move it away (e.g. mv current current.old) and activate again" >&2; exit 1; fi
+mkdir -p .deployr && printf '%s' {journal} > .deployr/activating.tmp && mv .deployr/activating.tmp .deployr/activating || exit 1
 ln -sfn {target} releases/current || exit 1
 command -v perl >/dev/null 2>&1 && exec perl -e {perl} {target}
 {wait}
@@ -484,7 +558,7 @@ const SWITCH_PERL: &str = r#"$| = 1;
 print "armed\n";
 my $go = <STDIN>;
 if (!defined $go || $go ne "go\n") {
-  unlink "releases/current";
+  unlink "releases/current", ".deployr/activating";
   print STDERR "not switched: the switch was called off\n";
   exit 1;
 }
@@ -495,9 +569,32 @@ my $now = readlink("current");
 exit 0 if defined $now && $now eq $ARGV[0];
 die "current does not point to $ARGV[0] after the switch\n";"#;
 
+/// Puts one host back on `release` (or removes `current`, undoing a first activation) at once,
+/// not armed: going back is done host by host, so that a host that cannot go back keeps no
+/// other host on the failed release. The journal goes once the host is back.
+pub fn switch_back_script(host: &Host, release: Option<&str>) -> Result<String, QuoteError> {
+    let deploy_to = quote(&host.deploy_to, "deploy_to")?;
+    let Some(release) = release else {
+        return Ok(format!(
+            "cd {deploy_to} || exit 1\nrm -f current || exit 1\nrm -f .deployr/activating"
+        ));
+    };
+    let target = quote(&release_path(host, release), "the release path")?;
+    Ok(format!(
+        r#"cd {deploy_to} || exit 1
+[ -d releases/{release} ] || {{ echo "release {release} is not on this host any more" >&2; exit 1; }}
+if [ "$(readlink current)" != {target} ]; then
+  ln -sfn {target} releases/current || exit 1
+  mv -T releases/current current 2>/dev/null || mv releases/current . || exit 1
+fi
+[ "$(readlink current)" = {target} ] || {{ echo "current does not point to {release} after switching back" >&2; exit 1; }}
+rm -f .deployr/activating"#
+    ))
+}
+
 /// After a good activation or rollback: record it, clear the prepared marker if it was this
-/// release, remove the releases that pruning selected and, with `unlock` (our lock token),
-/// release the deploy lock in the same round trip.
+/// release, end the journal, remove the releases that pruning selected and, with `unlock` (our
+/// lock token), release the deploy lock in the same round trip.
 pub fn finish_script(
     host: &Host,
     entry: &HistoryEntry,
@@ -519,12 +616,16 @@ pub fn finish_script(
         "cd {deploy_to} || exit 1\n[ -d .deployr ] || mkdir .deployr || exit 1\n\
          printf '%s\\n' {} >> .deployr/history || exit 1\n\
          p=; [ -f .deployr/prepared ] && while read -r l; do [ \"$l\" = 'release={}' ] && p=1; done < .deployr/prepared\n\
-         [ -z \"$p\" ] || rm -f .deployr/prepared\n",
+         [ -z \"$p\" ] || rm -f .deployr/prepared\n\
+         rm -f .deployr/activating || exit 1\n",
         quote(&line, "the history line")?,
         entry.release
     );
     if !prune.is_empty() {
-        let dirs: Vec<String> = prune.iter().map(|id| format!("releases/{id}")).collect();
+        let dirs: Vec<String> = prune
+            .iter()
+            .flat_map(|id| [format!("releases/{id}"), format!(".deployr/ready/{id}")])
+            .collect();
         script.push_str(&format!("rm -rf {}\n", dirs.join(" ")));
     }
     if let Some(token) = unlock {

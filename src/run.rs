@@ -9,7 +9,7 @@ use std::time::Instant;
 use futures::StreamExt;
 
 use crate::artifact::Artifact;
-use crate::inventory::Host;
+use crate::inventory::{HOUSEKEEPING_TIMEOUT, Host, TRANSFER_TIMEOUT};
 use crate::plan::{LOCAL, Plan, PlannedRun, PlannedStep};
 use crate::report::{EventKind, Events};
 use crate::ssh::ConnectError;
@@ -94,6 +94,8 @@ pub struct HostResult {
     pub finished: Instant,
     /// Standard output, for steps that capture it.
     pub stdout: Vec<String>,
+    /// An armed step's host was told to act: it may have acted even if it failed to say so.
+    pub fired: bool,
 }
 
 /// Runs every step of the plan. A failing step finishes on every host before the run stops,
@@ -227,6 +229,7 @@ async fn run_one(
         outcome,
         finished,
         stdout,
+        fired: false,
     }
 }
 
@@ -256,8 +259,9 @@ async fn upload_one(
             });
         }
     };
+    let bound = step.timeout.unwrap_or(TRANSFER_TIMEOUT);
     let result = connection
-        .upload(&artifact.path, &run.script, &mut progress)
+        .upload(&artifact.path, &run.script, bound, &mut progress)
         .await;
     let finished = Instant::now();
     let duration = finished - started;
@@ -284,6 +288,7 @@ async fn upload_one(
         outcome,
         finished,
         stdout: Vec::new(),
+        fired: false,
     }
 }
 
@@ -310,8 +315,9 @@ async fn execute_armed(
                 events.step_started(&hosts[run.host].name, &step.name);
                 let started = Instant::now();
                 let connection = &connections[run.host];
+                let bound = step.timeout.unwrap_or(HOUSEKEEPING_TIMEOUT);
                 let result = connection
-                    .arm(&run.script, cancel.clone(), &mut printer(run.host))
+                    .arm(&run.script, bound, cancel.clone(), &mut printer(run.host))
                     .await;
                 (run.host, started, result)
             })
@@ -337,6 +343,8 @@ async fn execute_armed(
     // they told to finish, so no host's clean-up runs while others are still switching.
     let acted: Vec<(usize, Instant, Acted)> =
         futures::future::join_all(fired.into_iter().map(|(host, started, result)| async move {
+            // A `go` that could not be sent in time may still be on its way: such a host
+            // counts as fired too, since it may yet act.
             let acted = match result {
                 Ok((mut command, true)) => match command.acted(&mut printer(host)).await {
                     None => Acted::Waiting(command, Instant::now()),
@@ -377,6 +385,7 @@ async fn execute_armed(
                     outcome,
                     finished,
                     stdout: Vec::new(),
+                    fired: ready,
                 }
             }),
     )

@@ -184,9 +184,40 @@ pub struct Session {
     spare: std::sync::Mutex<Option<Opening>>,
     /// The host's shell that runs every step of this command, started on first use.
     runner: Arc<tokio::sync::Mutex<Option<Runner>>>,
+    /// Set once the host missed a deadline that deployr could not recover from (a step that
+    /// would not stop, a channel that would not open): nothing more is sent to it, so no later
+    /// step can wait on it.
+    cut: Arc<Cut>,
+    /// Bounds opening a channel and starting the host's shell: work of the same kind as
+    /// connecting.
+    connect_timeout: Duration,
     /// The bastion this connection runs through, kept open as long as the connection is.
     _via: Option<Arc<Handle<Client>>>,
 }
+
+/// Why a host was cut off, once it has been.
+#[derive(Default)]
+struct Cut(std::sync::OnceLock<String>);
+
+impl Cut {
+    fn set(&self, reason: String) {
+        let _ = self.0.set(reason);
+    }
+
+    fn outcome(&self) -> Option<Outcome> {
+        self.0
+            .get()
+            .map(|reason| Outcome::Lost(format!("cut off: {reason}")))
+    }
+}
+
+/// How long a host may take to confirm that a stopped step's channel is closed, and to take a
+/// line sent to an armed command; a host slower than that is cut off.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Far enough away to mean "no deadline" for a user step without `timeout` (keepalives still
+/// end it if the host stops answering).
+const NO_DEADLINE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Bastion connections of one run, opened once and shared by every host behind them.
 #[derive(Default)]
@@ -237,6 +268,8 @@ pub async fn connect(settings: &SshSettings, bastions: &Bastions) -> Result<Sess
         channels: Arc::new(Semaphore::new(CHANNELS_PER_CONNECTION)),
         spare: std::sync::Mutex::new(None),
         runner: Arc::new(tokio::sync::Mutex::new(None)),
+        cut: Arc::default(),
+        connect_timeout: settings.connect_timeout,
         _via: via,
     };
     session.open_spare();
@@ -448,6 +481,10 @@ pub struct Runner {
     /// False once the shell or its channel has gone (or a step had to be stopped): the next
     /// step starts a new one.
     alive: bool,
+    /// The connection, to ask whether the host still answers after a step was stopped.
+    handle: Arc<Handle<Client>>,
+    /// The connection's cut-off flag: set when the host no longer answers.
+    cut: Arc<Cut>,
     /// The step in progress: its output so far and whether each marker has come.
     stdout: LineSplitter,
     stderr: LineSplitter,
@@ -456,11 +493,17 @@ pub struct Runner {
 }
 
 impl Runner {
-    fn new(channel: russh::Channel<client::Msg>) -> Runner {
+    fn new(
+        channel: russh::Channel<client::Msg>,
+        handle: Arc<Handle<Client>>,
+        cut: Arc<Cut>,
+    ) -> Runner {
         Runner {
             channel,
+            handle,
             marker: format!("DEPLOYR-END-{:016x}", unpredictable()),
             alive: true,
+            cut,
             stdout: LineSplitter::default(),
             stderr: LineSplitter::default(),
             status: None,
@@ -475,17 +518,18 @@ impl Runner {
         cancel: Cancel,
         on_line: &mut (dyn FnMut(Stream, String) + Send),
     ) -> Outcome {
-        if let Err(outcome) = self.send(script, false).await {
+        let deadline = Deadline::after(timeout);
+        if let Err(outcome) = self.send(script, false, deadline).await {
             return outcome;
         }
-        self.read(None, timeout, cancel, on_line)
+        self.read(None, deadline, cancel, on_line)
             .await
             .unwrap_or_else(|| Outcome::Lost("stopped early".into()))
     }
 
     /// Starts a step. With `input`, the step reads the channel (an armed switch waiting for
     /// `go`); otherwise it reads /dev/null, so it cannot eat the steps that follow.
-    async fn send(&mut self, script: &str, input: bool) -> Result<(), Outcome> {
+    async fn send(&mut self, script: &str, input: bool, deadline: Deadline) -> Result<(), Outcome> {
         let marker = &self.marker;
         let Some(quoted) = shlex::try_quote(script).ok() else {
             return Err(Outcome::Lost("the script contains a NUL byte".into()));
@@ -500,24 +544,26 @@ impl Runner {
         self.stderr = LineSplitter::default();
         self.status = None;
         self.stderr_done = false;
-        if self.channel.data(framed.as_bytes()).await.is_err() {
-            self.alive = false;
-            return Err(Outcome::Lost("the connection was lost".into()));
+        // A host that stops reading fills the SSH window, and then sending waits too.
+        match tokio::time::timeout_at(deadline.at, self.channel.data(framed.as_bytes())).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => {
+                self.alive = false;
+                Err(Outcome::Lost("the connection was lost".into()))
+            }
+            Err(_) => Err(self.stop(deadline.missed()).await),
         }
-        Ok(())
     }
 
     /// Reads the step's output until it ends (`Some`), or until it prints the line `until`
-    /// (`None`; the step goes on).
+    /// (`None`; the step goes on), or until the deadline, when the step is stopped.
     async fn read(
         &mut self,
         until: Option<&str>,
-        timeout: Option<Duration>,
+        deadline: Deadline,
         mut cancel: Cancel,
         on_line: &mut (dyn FnMut(Stream, String) + Send),
     ) -> Option<Outcome> {
-        let deadline =
-            tokio::time::Instant::now() + timeout.unwrap_or(Duration::from_secs(u32::MAX as u64));
         let mut exit = None;
         let mut reached = false;
         let marker = self.marker.clone();
@@ -525,13 +571,11 @@ impl Runner {
         loop {
             let message = tokio::select! {
                 message = self.channel.wait() => message,
-                _ = tokio::time::sleep_until(deadline) => {
-                    self.stop().await;
-                    return Some(Outcome::TimedOut(timeout.unwrap_or_default()));
+                _ = tokio::time::sleep_until(deadline.at) => {
+                    return Some(self.stop(deadline.missed()).await);
                 }
                 _ = cancel.cancelled() => {
-                    self.stop().await;
-                    return Some(interrupted());
+                    return Some(self.stop(interrupted()).await);
                 }
             };
             let status = &mut self.status;
@@ -587,39 +631,83 @@ impl Runner {
     }
 
     /// Stops the step that is running: the shell and its channel go, and the next step gets a
-    /// new shell.
-    async fn stop(&mut self) {
+    /// new shell. Then the host is asked for an answer (an SSH ping, which sshd answers itself,
+    /// whatever the step's processes do): one that does not answer within [`GRACE`] is frozen,
+    /// or its network is gone, and the connection is cut off, so that nothing else waits on
+    /// it. Returns `outcome`, the reason for stopping.
+    async fn stop(&mut self, outcome: Outcome) -> Outcome {
         self.alive = false;
-        let _ = self.channel.signal(russh::Sig::TERM).await;
-        let _ = self.channel.close().await;
+        let channel = &mut self.channel;
+        let handle = &self.handle;
+        let answered = tokio::time::timeout(GRACE, async {
+            let _ = channel.signal(russh::Sig::TERM).await;
+            let _ = channel.close().await;
+            handle.send_ping().await
+        })
+        .await;
+        if !matches!(answered, Ok(Ok(()))) {
+            self.cut.set(format!(
+                "it did not answer within {} after the step was stopped ({outcome})",
+                humantime::format_duration(GRACE)
+            ));
+        }
+        outcome
+    }
+}
+
+/// When a wait on a host ends, and what missing it means.
+#[derive(Clone, Copy)]
+struct Deadline {
+    at: tokio::time::Instant,
+    bound: Option<Duration>,
+}
+
+impl Deadline {
+    fn after(bound: Option<Duration>) -> Deadline {
+        Deadline {
+            at: tokio::time::Instant::now() + bound.unwrap_or(NO_DEADLINE),
+            bound,
+        }
+    }
+
+    fn missed(&self) -> Outcome {
+        Outcome::TimedOut(self.bound.unwrap_or(NO_DEADLINE))
     }
 }
 
 /// A command that is running in the host's shell and waiting for `go`: it holds the shell
-/// until it ends, so nothing else is sent to it meanwhile.
-pub struct Armed(OwnedMappedMutexGuard<Option<Runner>, Runner>);
+/// until it ends, so nothing else is sent to it meanwhile. Every wait on it is bounded.
+pub struct Armed {
+    runner: OwnedMappedMutexGuard<Option<Runner>, Runner>,
+    bound: Duration,
+}
 
 impl Armed {
-    /// Sends it a line (`go`, `done`, `stop`).
+    /// Sends it a line (`go`, `done`, `stop`); false if it could not be sent within [`GRACE`].
     pub async fn tell(&mut self, line: &'static [u8]) -> bool {
-        self.0.channel.data(line).await.is_ok()
+        matches!(
+            tokio::time::timeout(GRACE, self.runner.channel.data(line)).await,
+            Ok(Ok(()))
+        )
     }
 
-    /// Reads it until it prints `until` (`None`), or to its end (`Some`).
+    /// Reads it until it prints `until` (`None`), or to its end (`Some`), within its bound.
     pub async fn wait_for(
         &mut self,
         until: &str,
         on_line: &mut (dyn FnMut(Stream, String) + Send),
     ) -> Option<Outcome> {
-        self.0
-            .read(Some(until), None, Cancel::never(), on_line)
+        let deadline = Deadline::after(Some(self.bound));
+        self.runner
+            .read(Some(until), deadline, Cancel::never(), on_line)
             .await
     }
 
-    /// Reads it to its end (after `go`, or after being called off).
+    /// Reads it to its end (after `go`, or after being called off), within its bound.
     pub async fn finish(mut self, on_line: &mut (dyn FnMut(Stream, String) + Send)) -> Outcome {
-        self.0
-            .read(None, None, Cancel::never(), on_line)
+        let deadline = Deadline::after(Some(self.bound));
+        self.runner
+            .read(None, deadline, Cancel::never(), on_line)
             .await
             .unwrap_or_else(|| Outcome::Lost("stopped early".into()))
     }
@@ -657,22 +745,39 @@ impl Session {
     }
 
     /// A session channel: the one opened ahead, if it opened, and another is opened ahead for
-    /// the next command.
+    /// the next command. A host that does not open one within `connect_timeout` is cut off.
     async fn channel(&self) -> Result<russh::Channel<client::Msg>, String> {
         let opening = self.spare.lock().expect("spare channel").take();
-        let opened = match opening {
-            Some(opening) => match opening.await {
-                Ok(Ok(channel)) => Ok(channel),
-                _ => self.handle.channel_open_session().await,
-            },
-            None => self.handle.channel_open_session().await,
+        let opened = tokio::time::timeout(self.connect_timeout, async {
+            match opening {
+                Some(opening) => match opening.await {
+                    Ok(Ok(channel)) => Ok(channel),
+                    _ => self.handle.channel_open_session().await,
+                },
+                None => self.handle.channel_open_session().await,
+            }
+        })
+        .await;
+        let opened = match opened {
+            Ok(opened) => opened.map_err(|error| format!("cannot open a channel: {error}")),
+            Err(_) => {
+                let reason = format!(
+                    "it did not open a channel within {}",
+                    humantime::format_duration(self.connect_timeout)
+                );
+                self.cut.set(reason.clone());
+                return Err(reason);
+            }
         };
         self.open_spare();
-        opened.map_err(|error| format!("cannot open a channel: {error}"))
+        opened
     }
 
     /// The host's shell: started on first use, and again after one was stopped.
     async fn runner(&self) -> Result<OwnedMappedMutexGuard<Option<Runner>, Runner>, Outcome> {
+        if let Some(cut) = self.cut.outcome() {
+            return Err(cut);
+        }
         let mut slot = self.runner.clone().lock_owned().await;
         if !slot.as_ref().is_some_and(|runner| runner.alive) {
             *slot = Some(self.start_runner().await.map_err(Outcome::Lost)?);
@@ -686,17 +791,28 @@ impl Session {
     /// which then reads each step from the channel.
     async fn start_runner(&self) -> Result<Runner, String> {
         let channel = self.channel().await?;
-        if self.forward_agent {
-            let _ = channel.agent_forward(false).await;
+        let started = tokio::time::timeout(self.connect_timeout, async {
+            if self.forward_agent {
+                let _ = channel.agent_forward(false).await;
+            }
+            channel.exec(true, "exec \"${SHELL:-/bin/sh}\" -s").await
+        })
+        .await;
+        match started {
+            Ok(Ok(())) => Ok(Runner::new(channel, self.handle.clone(), self.cut.clone())),
+            Ok(Err(error)) => Err(format!("cannot start the shell: {error}")),
+            Err(_) => {
+                let reason = format!(
+                    "it did not start a shell within {}",
+                    humantime::format_duration(self.connect_timeout)
+                );
+                self.cut.set(reason.clone());
+                Err(reason)
+            }
         }
-        channel
-            .exec(true, "exec \"${SHELL:-/bin/sh}\" -s")
-            .await
-            .map_err(|error| format!("cannot start the shell: {error}"))?;
-        Ok(Runner::new(channel))
     }
 
-    /// Runs a script in the host's shell.
+    /// Runs a script in the host's shell, within `timeout` if there is one.
     pub async fn exec(
         &self,
         script: &str,
@@ -711,27 +827,37 @@ impl Session {
     }
 
     /// Starts `script` in the host's shell, with the channel as its input, and reads it until
-    /// it prints `until`.
+    /// it prints `until`. Every later wait on the armed command is bounded by `bound` too.
     pub async fn arm(
         &self,
         script: &str,
         until: &str,
+        bound: Duration,
         cancel: Cancel,
         on_line: &mut (dyn FnMut(Stream, String) + Send),
     ) -> Result<Armed, Outcome> {
         let mut runner = self.runner().await?;
-        runner.send(script, true).await?;
-        match runner.read(Some(until), None, cancel, on_line).await {
-            None => Ok(Armed(runner)),
+        let deadline = Deadline::after(Some(bound));
+        runner.send(script, true, deadline).await?;
+        match runner.read(Some(until), deadline, cancel, on_line).await {
+            None => Ok(Armed { runner, bound }),
             Some(outcome) => Err(outcome),
         }
     }
 
+    /// Why this host was cut off, if it was.
+    pub fn cut_off(&self) -> Option<Outcome> {
+        self.cut.outcome()
+    }
+
+    /// Ends the connection, waiting at most [`GRACE`] for a host that no longer answers.
     pub async fn close(&self) {
-        let _ = self
-            .handle
-            .disconnect(Disconnect::ByApplication, "deployr done", "en")
-            .await;
+        let _ = tokio::time::timeout(
+            GRACE,
+            self.handle
+                .disconnect(Disconnect::ByApplication, "deployr done", "en"),
+        )
+        .await;
     }
 }
 
@@ -740,6 +866,29 @@ impl Session {
     /// nothing ever finds half a file under its real name. Returns once the server has ended the
     /// SFTP session, so anything the server does when a session ends has happened by then.
     pub async fn upload(
+        &self,
+        from: &Path,
+        to: &str,
+        bound: Duration,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(), String> {
+        if let Some(cut) = self.cut.outcome() {
+            return Err(cut.to_string());
+        }
+        match tokio::time::timeout(bound, self.upload_unbounded(from, to, progress)).await {
+            Ok(result) => result,
+            Err(_) => {
+                let reason = format!(
+                    "the upload did not finish within {}",
+                    humantime::format_duration(bound)
+                );
+                self.cut.set(reason.clone());
+                Err(reason)
+            }
+        }
+    }
+
+    async fn upload_unbounded(
         &self,
         from: &Path,
         to: &str,

@@ -74,6 +74,34 @@ impl Cancel {
     }
 }
 
+/// The signals that stop deployr the careful way: Ctrl-C, a CI system cancelling the job, a
+/// closed terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Interrupt,
+    Terminate,
+    Hangup,
+}
+
+impl Signal {
+    /// The signal's number: the exit code is 128 plus it, as a shell reports a killed command.
+    pub fn number(self) -> i32 {
+        match self {
+            Signal::Interrupt => libc::SIGINT,
+            Signal::Terminate => libc::SIGTERM,
+            Signal::Hangup => libc::SIGHUP,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Interrupt => "SIGINT",
+            Signal::Terminate => "SIGTERM",
+            Signal::Hangup => "SIGHUP",
+        }
+    }
+}
+
 pub fn interrupted() -> Outcome {
     Outcome::Lost("interrupted".into())
 }
@@ -85,7 +113,8 @@ pub const SWITCHED: &str = "switched";
 
 /// A command that is running and waiting for `go` on its standard input.
 pub enum Armed {
-    Local(Box<local::Running>),
+    /// A local command, and the bound on each wait for it.
+    Local(Box<local::Running>, Duration),
     Ssh(ssh::Armed),
 }
 
@@ -102,9 +131,9 @@ impl Armed {
     ) -> Option<Outcome> {
         match self {
             Armed::Ssh(armed) => armed.wait_for(SWITCHED, on_line).await,
-            Armed::Local(running) => {
+            Armed::Local(running, bound) => {
                 running
-                    .pump(Some(SWITCHED), None, Cancel::never(), on_line)
+                    .pump(Some(SWITCHED), Some(*bound), Cancel::never(), on_line)
                     .await
             }
         }
@@ -126,8 +155,8 @@ impl Armed {
     pub async fn finish(self, on_line: &mut (dyn FnMut(Stream, String) + Send)) -> Outcome {
         match self {
             Armed::Ssh(armed) => armed.finish(on_line).await,
-            Armed::Local(mut running) => running
-                .pump(None, None, Cancel::never(), on_line)
+            Armed::Local(mut running, bound) => running
+                .pump(None, Some(bound), Cancel::never(), on_line)
                 .await
                 .unwrap_or_else(|| Outcome::Lost("stopped early".into())),
         }
@@ -136,7 +165,7 @@ impl Armed {
     async fn tell(&mut self, line: &'static [u8]) -> bool {
         match self {
             Armed::Ssh(armed) => armed.tell(line).await,
-            Armed::Local(running) => running.send(line).await,
+            Armed::Local(running, _) => running.send(line).await,
         }
     }
 }
@@ -171,23 +200,28 @@ impl Connection {
     }
 
     /// Starts `script` and waits until it prints `armed`: it is then ready to act the moment
-    /// [`Armed::fire`] sends it `go`, with no connection, channel or process to set up.
+    /// [`Armed::fire`] sends it `go`, with no connection, channel or process to set up. Each
+    /// wait on it (getting ready, acting, ending) is bounded by `bound`.
     pub async fn arm(
         &self,
         script: &str,
+        bound: Duration,
         cancel: Cancel,
         on_line: &mut (dyn FnMut(Stream, String) + Send),
     ) -> Result<Armed, Outcome> {
         match self {
             Connection::Local => {
                 let mut running = local::start(script, true)?;
-                match running.pump(Some(ARMED), None, cancel, on_line).await {
-                    None => Ok(Armed::Local(Box::new(running))),
+                match running
+                    .pump(Some(ARMED), Some(bound), cancel, on_line)
+                    .await
+                {
+                    None => Ok(Armed::Local(Box::new(running), bound)),
                     Some(outcome) => Err(outcome),
                 }
             }
             Connection::Ssh(session) => Ok(Armed::Ssh(
-                session.arm(script, ARMED, cancel, on_line).await?,
+                session.arm(script, ARMED, bound, cancel, on_line).await?,
             )),
         }
     }
@@ -197,11 +231,20 @@ impl Connection {
         &self,
         from: &std::path::Path,
         to: &str,
+        bound: Duration,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<(), String> {
         match self {
             Connection::Local => local::copy(from, to, progress).await,
-            Connection::Ssh(session) => session.upload(from, to, progress).await,
+            Connection::Ssh(session) => session.upload(from, to, bound, progress).await,
+        }
+    }
+
+    /// Why this host was cut off (it missed a deadline it could not recover from), if it was.
+    pub fn cut_off(&self) -> Option<Outcome> {
+        match self {
+            Connection::Local => None,
+            Connection::Ssh(session) => session.cut_off(),
         }
     }
 

@@ -1,15 +1,18 @@
 //! `deployr activate` and `deployr rollback`: every host switches to one release, or every
-//! host goes back to what it served before.
+//! host goes back to what it served before; a host that cannot go back is named, with the
+//! command that makes the hosts agree.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::{Context, Session, operator};
+use super::{Context, Session};
 use crate::error::Error;
-use crate::plan::{self, Plan, ReleaseInfo, Switch};
+use crate::owner::operator;
+use crate::plan::{self, Plan, ReleaseInfo};
 use crate::release::{self, HistoryEntry, HostState};
 use crate::report::EventKind;
 use crate::run::{self, StepFailure};
+use crate::transport::Outcome;
 
 pub async fn command(context: &Context, release: Option<&str>) -> Result<(), Error> {
     if let Some(id) = release {
@@ -21,7 +24,7 @@ pub async fn command(context: &Context, release: Option<&str>) -> Result<(), Err
             commit: "<its commit>".into(),
             reference: "<its ref>".into(),
         };
-        return print_switch_plan(context, &info, true);
+        return print_switch_plan(context, &info, Action::Activate);
     }
     context
         .with_session(async |session| {
@@ -42,7 +45,7 @@ pub async fn rollback_command(context: &Context, to: Option<&str>) -> Result<(),
             commit: "<its commit>".into(),
             reference: String::new(),
         };
-        return print_switch_plan(context, &info, false);
+        return print_switch_plan(context, &info, Action::Rollback);
     }
     context
         .with_session(async |session| {
@@ -52,29 +55,41 @@ pub async fn rollback_command(context: &Context, to: Option<&str>) -> Result<(),
         .await
 }
 
+/// What a switch is for: an activation runs the health check and prunes; a rollback does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Activate,
+    Rollback,
+}
+
+impl Action {
+    /// The word in the history.
+    fn name(self) -> &'static str {
+        match self {
+            Action::Activate => "activate",
+            Action::Rollback => "rollback",
+        }
+    }
+}
+
 /// The dry-run view of an activation (or rollback): every step as it would run on every host.
-fn print_switch_plan(context: &Context, info: &ReleaseInfo, activate: bool) -> Result<(), Error> {
+fn print_switch_plan(context: &Context, info: &ReleaseInfo, action: Action) -> Result<(), Error> {
     let hosts = &context.hosts;
     let previous = vec![Some("<current release>".to_string()); hosts.len()];
     let deployfile = &context.deployfile;
     let timestamp = &context.timestamp;
     let mut steps = Vec::new();
-    if activate {
+    if action == Action::Activate {
         steps.extend(plan::activate_steps(
             deployfile, hosts, false, timestamp, info, &previous,
         )?);
     }
-    let switches: Vec<Switch> = (0..hosts.len())
-        .map(|host| Switch {
-            host,
-            release: Some(info.release.clone()),
-        })
-        .collect();
-    steps.push(plan::switch(hosts, &switches)?);
+    let everywhere: Vec<usize> = (0..hosts.len()).collect();
+    steps.push(plan::switch(hosts, &everywhere, &info.release, &previous)?);
     steps.extend(plan::activate_steps(
         deployfile, hosts, true, timestamp, info, &previous,
     )?);
-    if activate {
+    if action == Action::Activate {
         steps.extend(plan::healthcheck(
             deployfile, hosts, timestamp, info, &previous,
         )?);
@@ -92,58 +107,71 @@ fn choose_target(
     requested: Option<&str>,
 ) -> Result<String, Error> {
     let hosts = &context.hosts;
-    if let Some(id) = requested {
-        let missing: Vec<&str> = hosts
-            .iter()
-            .zip(states)
-            .filter(|(_, state)| !state.has_release(id))
-            .map(|(host, _)| host.name.as_str())
-            .collect();
-        if !missing.is_empty() {
-            return Err(Error::Refused(format!(
-                "release {id} is not on {}; nothing was changed",
-                missing.join(", ")
-            )));
-        }
-        return Ok(id.to_string());
-    }
-    let mut prepared: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (host, state) in hosts.iter().zip(states) {
-        if let Some(p) = &state.prepared {
-            prepared.entry(&p.release).or_default().push(&host.name);
-        }
-    }
-    let target = match prepared.len() {
-        0 => {
-            return Err(Error::Refused(
-                "no selected host has a prepared release; run `deployr prepare` first, or pass --release ID".into(),
-            ));
-        }
-        1 => prepared.keys().next().expect("one").to_string(),
-        _ => {
-            let groups: Vec<String> = prepared
-                .iter()
-                .map(|(release, hosts)| format!("{release} on {}", hosts.join(", ")))
-                .collect();
-            return Err(Error::Refused(format!(
-                "the selected hosts have different prepared releases ({}); nothing was changed. Prepare again, or pass --release ID",
-                groups.join("; ")
-            )));
+    let target = match requested {
+        Some(id) => id.to_string(),
+        None => {
+            let mut prepared: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            for (host, state) in hosts.iter().zip(states) {
+                if let Some(p) = &state.prepared {
+                    prepared.entry(&p.release).or_default().push(&host.name);
+                }
+            }
+            match prepared.len() {
+                0 => {
+                    return Err(Error::Refused(
+                        "no selected host has a prepared release (or the last prepare failed); run `deployr prepare` first, or pass --release ID".into(),
+                    ));
+                }
+                1 => prepared.keys().next().expect("one").to_string(),
+                _ => {
+                    let groups: Vec<String> = prepared
+                        .iter()
+                        .map(|(release, hosts)| format!("{release} on {}", hosts.join(", ")))
+                        .collect();
+                    return Err(Error::Refused(format!(
+                        "the selected hosts have different prepared releases ({}); nothing was changed. Prepare again, or pass --release ID",
+                        groups.join("; ")
+                    )));
+                }
+            }
         }
     };
-    let unprepared: Vec<&str> = hosts
-        .iter()
-        .zip(states)
-        .filter(|(_, state)| state.prepared.is_none() && state.current.as_deref() != Some(&target))
-        .map(|(host, _)| host.name.as_str())
-        .collect();
-    if !unprepared.is_empty() {
-        return Err(Error::Refused(format!(
-            "{target} is prepared on some hosts but not on {}; nothing was changed. Prepare again, or narrow the selection with --hosts",
-            unprepared.join(", ")
-        )));
-    }
+    require_complete(context, states, &target)?;
     Ok(target)
+}
+
+/// Refuses, before anything runs, to switch a host to a release that is not complete there:
+/// missing (deleted), or whose prepare did not succeed on that host.
+fn require_complete(context: &Context, states: &[HostState], target: &str) -> Result<(), Error> {
+    let mut missing = Vec::new();
+    let mut incomplete = Vec::new();
+    for (host, state) in context.hosts.iter().zip(states) {
+        if state.current.as_deref() == Some(target) {
+            continue;
+        }
+        if !state.has_release(target) {
+            missing.push(host.name.as_str());
+        } else if !state.is_complete(target) {
+            incomplete.push(host.name.as_str());
+        }
+    }
+    let mut problems = Vec::new();
+    if !missing.is_empty() {
+        problems.push(format!("release {target} is not on {}", missing.join(", ")));
+    }
+    if !incomplete.is_empty() {
+        problems.push(format!(
+            "the prepare of {target} did not succeed on {}",
+            incomplete.join(", ")
+        ));
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Refused(format!(
+        "{}; nothing was changed. Prepare again, or narrow the selection with --hosts",
+        problems.join("; ")
+    )))
 }
 
 fn refuse_directories(context: &Context, states: &[HostState]) -> Result<(), Error> {
@@ -163,7 +191,52 @@ fn refuse_directories(context: &Context, states: &[HostState]) -> Result<(), Err
     )))
 }
 
-/// Activates the prepared (or `requested`) release on every selected host.
+/// An activation that was switched on some hosts but never finished (its deployr was killed):
+/// the release, and the hosts whose journal names it.
+struct Unfinished {
+    release: String,
+    hosts: Vec<usize>,
+}
+
+fn unfinished(context: &Context, states: &[HostState]) -> Result<Option<Unfinished>, Error> {
+    let mut by_release: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (index, state) in states.iter().enumerate() {
+        if let Some(journal) = &state.activating {
+            by_release.entry(&journal.release).or_default().push(index);
+        }
+    }
+    match by_release.len() {
+        0 => Ok(None),
+        1 => {
+            let (release, hosts) = by_release.into_iter().next().expect("one");
+            Ok(Some(Unfinished {
+                release: release.to_string(),
+                hosts,
+            }))
+        }
+        _ => Err(Error::Refused(format!(
+            "the selected hosts have unfinished activations of different releases ({}); finish one with `deployr activate --hosts ...` on its hosts, or undo it with `deployr rollback --hosts ...`",
+            by_release
+                .iter()
+                .map(|(release, hosts)| format!("{release} on {}", names(context, hosts)))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))),
+    }
+}
+
+/// The host names, comma-separated.
+fn names(context: &Context, hosts: &[usize]) -> String {
+    hosts
+        .iter()
+        .map(|&i| context.hosts[i].name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Activates the prepared (or `requested`) release on every selected host. An unfinished
+/// activation found on the hosts is finished first: switched where it was not, then its
+/// after-switch steps, health check and history, as if its deployr had not stopped.
 pub async fn activate(
     context: &Context,
     session: &Session<'_>,
@@ -171,26 +244,39 @@ pub async fn activate(
     requested: Option<&str>,
 ) -> Result<(), Error> {
     refuse_directories(context, &states)?;
+    let mut previous: Vec<Option<String>> = states.iter().map(|s| s.current.clone()).collect();
+    if let Some(unfinished) = unfinished(context, &states)? {
+        if requested.is_some_and(|id| id != unfinished.release) {
+            return Err(Error::Refused(format!(
+                "an activation of {} was switched on {} but never finished (its deployr stopped); finish it with `deployr activate` or undo it with `deployr rollback` first. Nothing was changed",
+                unfinished.release,
+                names(context, &unfinished.hosts)
+            )));
+        }
+        require_complete(context, &states, &unfinished.release)?;
+        session.notice(format!(
+            "finishing the activation of {} that was switched on {} but never finished",
+            unfinished.release,
+            names(context, &unfinished.hosts)
+        ));
+        for &host in &unfinished.hosts {
+            previous[host] = states[host]
+                .activating
+                .as_ref()
+                .and_then(|journal| journal.previous.clone());
+        }
+        let info = release_info(&states, &unfinished.release);
+        let switch = Switch {
+            info: &info,
+            action: Action::Activate,
+            previous,
+            already: unfinished.hosts,
+        };
+        return switch_all(context, session, &states, switch, Instant::now()).await;
+    }
     let target = choose_target(context, &states, requested)?;
-    let source = states
-        .iter()
-        .find_map(|s| s.prepared.as_ref().filter(|p| p.release == target));
-    let info = ReleaseInfo {
-        commit: source.map_or_else(
-            || {
-                states
-                    .iter()
-                    .find_map(|s| s.commit_of(&target))
-                    .unwrap_or_default()
-                    .to_string()
-            },
-            |p| p.commit.clone(),
-        ),
-        reference: source.map(|p| p.reference.clone()).unwrap_or_default(),
-        release: target,
-    };
+    let info = release_info(&states, &target);
     let started = Instant::now();
-    let previous: Vec<Option<String>> = states.iter().map(|s| s.current.clone()).collect();
     for step in plan::activate_steps(
         &context.deployfile,
         &context.hosts,
@@ -201,10 +287,38 @@ pub async fn activate(
     )? {
         session.run(&step).await?;
     }
-    switch_all(context, session, &states, &info, "activate", started).await
+    let switch = Switch {
+        info: &info,
+        action: Action::Activate,
+        previous,
+        already: Vec::new(),
+    };
+    switch_all(context, session, &states, switch, started).await
 }
 
-/// Rolls every selected host back to the previous (or `to`) release.
+/// The commit and ref of `release`, from a host's prepared marker or its release list.
+fn release_info(states: &[HostState], release: &str) -> ReleaseInfo {
+    let prepared = states
+        .iter()
+        .find_map(|s| s.prepared.as_ref().filter(|p| p.release == release));
+    ReleaseInfo {
+        commit: prepared.map_or_else(
+            || {
+                states
+                    .iter()
+                    .find_map(|s| s.commit_of(release))
+                    .unwrap_or_default()
+                    .to_string()
+            },
+            |p| p.commit.clone(),
+        ),
+        reference: prepared.map(|p| p.reference.clone()).unwrap_or_default(),
+        release: release.to_string(),
+    }
+}
+
+/// Rolls every selected host back to the previous (or `to`) release. An unfinished activation
+/// is undone: its hosts go back to what they served before it.
 pub async fn rollback(
     context: &Context,
     session: &Session<'_>,
@@ -212,20 +326,66 @@ pub async fn rollback(
     to: Option<&str>,
 ) -> Result<(), Error> {
     refuse_directories(context, &states)?;
-    let target = match to {
-        Some(id) => choose_target(context, &states, Some(id))?,
-        None => common_previous(context, &states)?,
+    let unfinished = unfinished(context, &states)?;
+    let target = match (to, &unfinished) {
+        (Some(id), _) => {
+            require_complete(context, &states, id)?;
+            id.to_string()
+        }
+        (None, Some(unfinished)) => journal_previous(context, &states, unfinished)?,
+        (None, None) => common_previous(context, &states)?,
     };
-    let info = ReleaseInfo {
-        commit: states
-            .iter()
-            .find_map(|s| s.commit_of(&target))
-            .unwrap_or_default()
-            .to_string(),
-        reference: String::new(),
-        release: target,
+    let info = release_info(&states, &target);
+    let switch = Switch {
+        info: &ReleaseInfo {
+            reference: String::new(),
+            ..info
+        },
+        action: Action::Rollback,
+        previous: states.iter().map(|s| s.current.clone()).collect(),
+        already: unfinished.map(|u| u.hosts).unwrap_or_default(),
     };
-    switch_all(context, session, &states, &info, "rollback", Instant::now()).await
+    switch_all(context, session, &states, switch, Instant::now()).await
+}
+
+/// Where undoing an unfinished activation goes: what its hosts served before it.
+fn journal_previous(
+    context: &Context,
+    states: &[HostState],
+    unfinished: &Unfinished,
+) -> Result<String, Error> {
+    let mut targets: BTreeMap<Option<&str>, Vec<usize>> = BTreeMap::new();
+    for &host in &unfinished.hosts {
+        let previous = states[host]
+            .activating
+            .as_ref()
+            .and_then(|j| j.previous.as_deref());
+        targets.entry(previous).or_default().push(host);
+    }
+    match targets.into_iter().collect::<Vec<_>>().as_slice() {
+        [(Some(previous), _)] => {
+            require_complete(context, states, previous)?;
+            Ok(previous.to_string())
+        }
+        [(None, hosts)] => Err(Error::Refused(format!(
+            "the unfinished activation of {} on {} was the first one there, so there is nothing to roll back to; finish it with `deployr activate`",
+            unfinished.release,
+            names(context, hosts)
+        ))),
+        several => Err(Error::Refused(format!(
+            "the hosts of the unfinished activation of {} served different releases before it ({}); pass --to ID to choose one",
+            unfinished.release,
+            several
+                .iter()
+                .map(|(release, hosts)| format!(
+                    "{} on {}",
+                    release.unwrap_or("none"),
+                    names(context, hosts)
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))),
+    }
 }
 
 fn common_previous(context: &Context, states: &[HostState]) -> Result<String, Error> {
@@ -259,62 +419,76 @@ fn common_previous(context: &Context, states: &[HostState]) -> Result<String, Er
     Ok(targets.into_keys().next().expect("one target"))
 }
 
-/// Switches every host not yet on `info.release`, runs the after-switch steps and (for an
+/// One switch of the selected hosts to `info.release`.
+struct Switch<'a> {
+    info: &'a ReleaseInfo,
+    action: Action,
+    /// What each host served before this activation: where it goes back to on failure.
+    previous: Vec<Option<String>>,
+    /// Hosts that are part of this switch although not switched now: those an unfinished
+    /// activation switched (or left journaled). They are finished, or taken back, with the rest.
+    already: Vec<usize>,
+}
+
+/// Switches every host not yet on the release, runs the after-switch steps and (for an
 /// activation) the health check, then records and prunes. Any failure from the switch on
-/// switches every switched host back.
+/// takes every host that may have switched back.
 async fn switch_all(
     context: &Context,
     session: &Session<'_>,
     states: &[HostState],
-    info: &ReleaseInfo,
-    action: &str,
+    switch: Switch<'_>,
     started: Instant,
 ) -> Result<(), Error> {
     let hosts = &context.hosts;
     let deployfile = &context.deployfile;
-    let previous: Vec<Option<String>> = states.iter().map(|s| s.current.clone()).collect();
+    let Switch {
+        info,
+        action,
+        previous,
+        already,
+    } = switch;
     let pending: Vec<usize> = (0..hosts.len())
-        .filter(|&i| previous[i].as_deref() != Some(&info.release))
+        .filter(|&i| states[i].current.as_deref() != Some(&info.release))
         .collect();
-    for (host, _) in hosts
-        .iter()
-        .zip(&previous)
-        .filter(|(_, p)| p.as_deref() == Some(&info.release))
-    {
-        session.notice(format!(
-            "{} is already on {}; not switched again",
-            host.name, info.release
-        ));
+    for (index, host) in hosts.iter().enumerate() {
+        if !pending.contains(&index) && !already.contains(&index) {
+            session.notice(format!(
+                "{} is already on {}; not switched again",
+                host.name, info.release
+            ));
+        }
     }
-    if pending.is_empty() {
+    if pending.is_empty() && already.is_empty() {
         session.notice(format!(
             "every selected host is already on {}",
             info.release
         ));
         return Ok(());
     }
-    let switches: Vec<Switch> = pending
-        .iter()
-        .map(|&host| Switch {
-            host,
-            release: Some(info.release.clone()),
-        })
-        .collect();
-    let switch_step = plan::switch(hosts, &switches)?;
-    context.set_busy(&format!("switching every host to {}", info.release));
-    let results = session.step_to_the_end(&switch_step).await;
-    let switched: Vec<usize> = results
-        .iter()
-        .filter(|r| r.outcome.success())
-        .map(|r| r.host)
-        .collect();
-    let skew = spread(results.iter().map(|r| r.finished));
-    if let Err(failures) = run::failures(hosts, &switch_step, &results) {
-        return Err(restore(context, session, states, &switched, info, failures).await);
+    // Hosts that may be on the new release from here on: taken back on any failure.
+    let mut switched = already.clone();
+    let mut skew = Duration::ZERO;
+    if !pending.is_empty() {
+        let switch_step = plan::switch(hosts, &pending, &info.release, &previous)?;
+        context.set_busy(&format!("switching every host to {}", info.release));
+        let results = session.step_to_the_end(&switch_step).await;
+        switched.extend(results.iter().filter(|r| r.fired).map(|r| r.host));
+        skew = spread(results.iter().map(|r| r.finished));
+        if let Err(failures) = run::failures(hosts, &switch_step, &results) {
+            if switched.is_empty() {
+                // Called off everywhere before any host was told to go.
+                return Err(Error::StepFailed(failures));
+            }
+            return Err(restore(
+                context, session, states, &switched, &previous, info, failures,
+            )
+            .await);
+        }
     }
     let mut after =
         plan::activate_steps(deployfile, hosts, true, &context.timestamp, info, &previous)?;
-    if action == "activate" {
+    if action == Action::Activate {
         after.extend(plan::healthcheck(
             deployfile,
             hosts,
@@ -334,7 +508,10 @@ async fn switch_all(
             }]);
         }
         if let Some(failures) = failed {
-            return Err(restore(context, session, states, &switched, info, failures).await);
+            return Err(restore(
+                context, session, states, &switched, &previous, info, failures,
+            )
+            .await);
         }
     }
     let window = started.elapsed();
@@ -342,20 +519,20 @@ async fn switch_all(
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let entry = |host: usize| HistoryEntry {
         time: now.clone(),
-        action: action.to_string(),
+        action: action.name().to_string(),
         release: info.release.clone(),
         previous: previous[host].clone(),
     };
     let keep = deployfile.app.keep_releases;
-    let prune = |host: usize| {
-        if action == "activate" {
-            states[host].prunable(&info.release, previous[host].as_deref(), keep)
-        } else {
-            Vec::new()
-        }
+    let prune = |host: usize| match action {
+        Action::Activate => states[host].prunable(&info.release, previous[host].as_deref(), keep),
+        Action::Rollback => Vec::new(),
     };
+    let mut finished: Vec<usize> = pending.iter().chain(&already).copied().collect();
+    finished.sort_unstable();
+    finished.dedup();
     let token = Some(context.token.as_str());
-    let finish = plan::finish(hosts, &pending, &entry, &prune, &by, token)?;
+    let finish = plan::finish(hosts, &finished, &entry, &prune, &by, token)?;
     let results = session.step_to_the_end(&finish).await;
     session.unlocked(
         results
@@ -363,14 +540,16 @@ async fn switch_all(
             .filter(|r| r.outcome.success())
             .map(|r| r.host),
     );
-    run::failures(hosts, &finish, &results).map_err(Error::StepFailed)?;
     session.events.send(EventKind::Activated {
         release: info.release.clone(),
-        hosts: pending.len(),
+        hosts: finished.len(),
         window,
         skew,
     });
-    Ok(())
+    run::failures(hosts, &finish, &results).map_err(|failures| Error::Unrecorded {
+        release: info.release.clone(),
+        failures,
+    })
 }
 
 fn spread(times: impl Iterator<Item = Instant>) -> Duration {
@@ -381,52 +560,122 @@ fn spread(times: impl Iterator<Item = Instant>) -> Duration {
     }
 }
 
-/// Switches the `switched` hosts back to what they served before, runs the after-switch steps
-/// there again, and records the rollback. Returns the error that ends the command (exit 5).
+/// How often a host that could not be switched back is tried again, and the pause between.
+const RESTORE_ATTEMPTS: usize = 3;
+const RESTORE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Takes every host in `switched` back to what it served before, each on its own (a host that
+/// cannot go back holds no other back), retrying the ones that fail; then runs the after-switch
+/// steps again where hosts went back and records the rollback there. Returns the error that
+/// ends the command: exit 5 when every host went back, exit 7 naming those that did not.
 async fn restore(
     context: &Context,
     session: &Session<'_>,
     states: &[HostState],
     switched: &[usize],
+    previous: &[Option<String>],
     failed: &ReleaseInfo,
     failures: Vec<StepFailure>,
 ) -> Error {
     let hosts = &context.hosts;
     context.set_busy("switching every switched host back to the release it served before");
-    let mut restore_failures = Vec::new();
-    let switches: Vec<Switch> = switched
-        .iter()
-        .map(|&host| Switch {
-            host,
-            release: states[host].current.clone(),
-        })
-        .collect();
-    match plan::switch(hosts, &switches) {
-        Ok(step) => {
-            let results = session.step_to_the_end(&step).await;
-            if let Err(more) = run::failures(hosts, &step, &results) {
-                restore_failures.extend(more);
+    let mut left: Vec<usize> = switched.to_vec();
+    left.sort_unstable();
+    left.dedup();
+    let mut back = Vec::new();
+    let mut why: BTreeMap<usize, Outcome> = BTreeMap::new();
+    for attempt in 0..RESTORE_ATTEMPTS {
+        if left.is_empty() {
+            break;
+        }
+        if attempt > 0 {
+            tokio::time::sleep(RESTORE_PAUSE).await;
+        }
+        let step = match plan::switch_back(hosts, &left, previous) {
+            Ok(step) => step,
+            Err(error) => {
+                session.notice(format!("cannot plan the switch back: {error}"));
+                break;
+            }
+        };
+        let results = session.step_to_the_end(&step).await;
+        left.clear();
+        for result in results {
+            if result.outcome.success() {
+                back.push(result.host);
+                why.remove(&result.host);
+            } else {
+                // A host that was cut off cannot be tried again: it no longer answers.
+                if session.is_reachable(result.host) {
+                    left.push(result.host);
+                }
+                why.insert(result.host, result.outcome);
             }
         }
-        Err(error) => session.notice(format!("cannot plan the switch back: {error}")),
     }
-    // The after-switch steps again (a reload, typically), per release the hosts went back to.
+    back.sort_unstable();
+    let restore_failures =
+        rerun_after_switch(context, session, states, &back, previous, failed).await;
+    if why.is_empty() {
+        return Error::RolledBack {
+            release: failed.release.clone(),
+            failures,
+            restore_failures,
+        };
+    }
+    let left: Vec<(String, String)> = why
+        .iter()
+        .map(|(&host, outcome)| {
+            let state = match outcome {
+                Outcome::Exited(_) => format!("still on {} ({outcome})", failed.release),
+                _ => format!(
+                    "unknown: it may be on {} or on {} ({outcome})",
+                    failed.release,
+                    previous[host].as_deref().unwrap_or("no release")
+                ),
+            };
+            (hosts[host].name.clone(), state)
+        })
+        .collect();
+    let stuck: Vec<usize> = why.keys().copied().collect();
+    Error::Diverged {
+        release: failed.release.clone(),
+        failures,
+        left,
+        back: back.iter().map(|&i| hosts[i].name.clone()).collect(),
+        fix: format!(
+            "{} rollback --hosts {}",
+            context.rerun,
+            stuck
+                .iter()
+                .map(|&i| hosts[i].name.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    }
+}
+
+/// On the hosts that went back: the after-switch steps again (a reload, typically), per
+/// release they went back to, and a `rollback` record in their history. Returns what failed.
+async fn rerun_after_switch(
+    context: &Context,
+    session: &Session<'_>,
+    states: &[HostState],
+    back: &[usize],
+    previous: &[Option<String>],
+    failed: &ReleaseInfo,
+) -> Vec<StepFailure> {
+    let hosts = &context.hosts;
+    let mut restore_failures = Vec::new();
     let mut by_release: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for &host in switched {
-        if let Some(previous) = states[host].current.as_deref() {
-            by_release.entry(previous).or_default().push(host);
+    for &host in back {
+        if let Some(release) = previous[host].as_deref() {
+            by_release.entry(release).or_default().push(host);
         }
     }
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     for (release, group) in &by_release {
-        let info = ReleaseInfo {
-            release: release.to_string(),
-            commit: states[group[0]]
-                .commit_of(release)
-                .unwrap_or_default()
-                .to_string(),
-            reference: String::new(),
-        };
+        let info = release_info(states, release);
         let before: Vec<Option<String>> = (0..hosts.len())
             .map(|_| Some(failed.release.clone()))
             .collect();
@@ -453,7 +702,7 @@ async fn restore(
         }
         let entry = |_: usize| HistoryEntry {
             time: now.clone(),
-            action: "rollback".into(),
+            action: Action::Rollback.name().into(),
             release: release.to_string(),
             previous: Some(failed.release.clone()),
         };
@@ -464,9 +713,5 @@ async fn restore(
             }
         }
     }
-    Error::RolledBack {
-        release: failed.release.clone(),
-        failures,
-        restore_failures,
-    }
+    restore_failures
 }

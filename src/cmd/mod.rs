@@ -8,18 +8,20 @@ mod prepare;
 mod status;
 mod task;
 
-use std::sync::{Arc, Mutex};
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::cli::{Cli, ColorChoice, Command, GlobalArgs};
 use crate::deployfile::Deployfile;
 use crate::error::Error;
 use crate::inventory::{Host, Selection};
+use crate::owner;
 use crate::plan::{self, Plan, PlannedStep};
 use crate::release::{self, HostState};
 use crate::report::{self, EventKind, Events, Masker, Reporter, Style, Verbosity};
 use crate::run::{self, HostResult};
-use crate::transport::{Cancel, Connection};
+use crate::transport::{Cancel, Connection, Signal};
 
 /// A command's error, with what is needed to show it without leaking secrets.
 pub struct Failed {
@@ -46,10 +48,12 @@ pub struct Context {
     pub timestamp: String,
     /// When this invocation started; new release ids derive from it.
     pub now: chrono::DateTime<chrono::Utc>,
-    /// Set by the first Ctrl-C.
+    /// Set by the first SIGINT, SIGTERM or SIGHUP.
     pub cancel: Cancel,
-    /// What a second Ctrl-C says deployr is still doing.
+    /// What a second signal says deployr is still doing.
     pub busy: Arc<Mutex<String>>,
+    /// The first signal that arrived, for the exit code.
+    pub stopped_by: Arc<OnceLock<Signal>>,
     /// Identifies this invocation's deploy lock, so only its own lock is released.
     pub token: String,
     /// How long to wait for a held lock (`--lock-wait`); zero fails at once.
@@ -57,14 +61,16 @@ pub struct Context {
     pub style: Style,
     /// The command line's command, for the `run_started` event and the lock.
     pub command: String,
+    /// `deployr` with the flags that choose this deployfile and stage: the start of a command
+    /// that a message tells the operator to run.
+    pub rerun: String,
 }
 
 impl Context {
     pub fn load(
         args: &GlobalArgs,
         command: String,
-        cancel: Cancel,
-        busy: Arc<Mutex<String>>,
+        interrupts: Interrupts,
     ) -> Result<Context, Error> {
         let deployfile = Deployfile::load(&args.file, args.stage.as_deref())?;
         let selection = Selection {
@@ -77,7 +83,22 @@ impl Context {
             .cloned()
             .collect();
         let now = chrono::Utc::now();
+        let mut rerun = "deployr".to_string();
+        if args.file != std::path::Path::new("deployfile.toml") {
+            let file = args.file.to_string_lossy();
+            rerun.push_str(&format!(
+                " -f {}",
+                shlex::try_quote(&file).unwrap_or(file.clone())
+            ));
+        }
+        if let Some(stage) = &args.stage {
+            rerun.push_str(&format!(
+                " --stage {}",
+                shlex::try_quote(stage).unwrap_or(stage.into())
+            ));
+        }
         Ok(Context {
+            rerun,
             masker: Masker::new(deployfile.secrets()),
             concurrency: args
                 .concurrency
@@ -92,8 +113,9 @@ impl Context {
             dry_run: args.dry_run,
             timestamp: release::new_id(now),
             now,
-            cancel,
-            busy,
+            cancel: interrupts.cancel,
+            busy: interrupts.busy,
+            stopped_by: interrupts.stopped_by,
             token: format!(
                 "{}-{}",
                 std::process::id(),
@@ -203,34 +225,59 @@ impl<'a> Session<'a> {
     }
 
     /// Takes the deploy lock on every host and reads their state in the same round trip. Either
-    /// every host is locked, or none is (what was taken is given back) and the holders are named.
+    /// every host is locked, or none is (what was taken is given back) and the holders, or why
+    /// the lock could not be taken, are named.
     async fn lock(&self, command: &str) -> Result<Vec<HostState>, Error> {
         let context = self.context;
-        let owner = format!(
-            "{} pid={} command={command} since={} token={}",
-            operator(),
-            std::process::id(),
-            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            context.token
-        );
+        let owner = owner::lock_owner(command, &context.token);
         let deadline = Instant::now() + context.lock_wait;
         loop {
-            let results = self.run(&plan::lock(self.hosts(), &owner)?).await?;
+            let step = plan::lock(self.hosts(), &owner)?;
+            let results = self.step(&step).await;
             let states: Vec<HostState> = results
                 .iter()
                 .map(|result| release::parse_state(&result.stdout))
                 .collect();
-            let taken: Vec<usize> = (0..states.len())
-                .filter(|&i| states[i].lock_taken)
+            // Recorded before anything is decided, so that every way out gives them back.
+            self.locked.lock().expect("lock list").extend(
+                results
+                    .iter()
+                    .zip(&states)
+                    .filter(|(_, state)| state.lock_taken)
+                    .map(|(result, _)| result.host),
+            );
+            if let Err(failures) = run::failures(self.hosts(), &step, &results) {
+                self.unlock().await;
+                return Err(Error::StepFailed(failures));
+            }
+            let errors: Vec<String> = states
+                .iter()
+                .zip(self.hosts())
+                .filter_map(|(state, host)| {
+                    let error = state.lock_error.as_ref()?;
+                    Some(format!("{}: {error}", host.name))
+                })
                 .collect();
-            self.locked.lock().expect("lock list").extend(&taken);
+            if !errors.is_empty() {
+                self.unlock().await;
+                return Err(Error::Refused(format!(
+                    "cannot take the deploy lock (nobody holds it); nothing was changed\n  {}",
+                    errors.join("\n  ")
+                )));
+            }
             let holders: Vec<(String, String)> = states
                 .iter()
                 .zip(self.hosts())
                 .filter(|(state, _)| !state.lock_taken)
                 .map(|(state, host)| {
-                    let holder = state.lock.clone().unwrap_or_else(|| "unknown".into());
-                    (host.name.clone(), strip_token(&holder))
+                    let holder = match (&state.lock, &state.lock_malformed) {
+                        (Some(owner), _) => owner::without_token(owner),
+                        (None, Some(what)) => format!(
+                            "nobody: a malformed lock ({what}) is in the way; `deployr unlock` removes it"
+                        ),
+                        (None, None) => "someone who released it meanwhile".into(),
+                    };
+                    (host.name.clone(), holder)
                 })
                 .collect();
             if holders.is_empty() {
@@ -253,6 +300,11 @@ impl<'a> Session<'a> {
                 _ = cancel.cancelled() => {}
             }
         }
+    }
+
+    /// False once the host was cut off for missing a deadline: nothing more is tried there.
+    fn is_reachable(&self, host: usize) -> bool {
+        self.connections[host].cut_off().is_none()
     }
 
     /// Notes that these hosts' locks were given back by a step that did more (the finish).
@@ -315,31 +367,13 @@ impl Context {
             }
             Err(error) => Err(error),
         };
-        if self.cancel.is_cancelled() && matches!(result, Err(Error::StepFailed(_))) {
-            result = Err(Error::Interrupted);
+        if let (Some(signal), Err(Error::StepFailed(_))) = (self.stopped_by.get(), &result) {
+            result = Err(Error::Interrupted(*signal));
         }
         drop(events);
         let _ = reporter.await;
         result
     }
-}
-
-/// The owner line without the token, for messages.
-fn strip_token(owner: &str) -> String {
-    owner
-        .split_whitespace()
-        .filter(|field| !field.starts_with("token="))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// `user@machine`, for the history and the lock.
-fn operator() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    format!("{user}@{machine}")
 }
 
 /// Progress bars on a terminal, plain lines elsewhere, JSON on request.
@@ -373,12 +407,12 @@ pub async fn main(cli: Cli) -> Result<(), Failed> {
         }
         _ => {}
     }
-    let (cancel, busy) = watch_interrupts();
     let command = cli.command.name();
-    let context = Context::load(&cli.global, command, cancel, busy).map_err(|error| Failed {
-        error,
-        masker: Masker::default(),
-    })?;
+    let context =
+        Context::load(&cli.global, command, watch_interrupts()).map_err(|error| Failed {
+            error,
+            masker: Masker::default(),
+        })?;
     let result = match &cli.command {
         Command::Run { task } => task::run(&context, task).await,
         Command::Check => check::run(&context).await,
@@ -392,7 +426,7 @@ pub async fn main(cli: Cli) -> Result<(), Failed> {
         Command::Rollback { to } => activate::rollback_command(&context, to.as_deref()).await,
         Command::Status => status::status(&context).await,
         Command::Releases => status::releases(&context).await,
-        Command::Unlock => status::unlock(&context).await,
+        Command::Unlock { force } => status::unlock(&context, *force).await,
         Command::Init | Command::Completions { .. } => Ok(()),
     };
     result.map_err(|error| Failed {
@@ -401,28 +435,67 @@ pub async fn main(cli: Cli) -> Result<(), Failed> {
     })
 }
 
-/// The first Ctrl-C cancels running commands (the command then makes hosts consistent and
-/// releases the lock); later ones say what deployr is still doing, and do not kill it.
-fn watch_interrupts() -> (Cancel, Arc<Mutex<String>>) {
+/// What the signal watcher shares with the command.
+pub struct Interrupts {
+    cancel: Cancel,
+    busy: Arc<Mutex<String>>,
+    stopped_by: Arc<OnceLock<Signal>>,
+}
+
+/// SIGINT (Ctrl-C), SIGTERM (a CI system cancelling the job) and SIGHUP (a closed terminal)
+/// all take the same path: the first cancels running commands, and the command then makes
+/// every host consistent and releases the lock; later ones say what deployr is still doing,
+/// and do not kill it. Nothing here may fail on a closed terminal, so writes are not checked.
+fn watch_interrupts() -> Interrupts {
+    use tokio::signal::unix::{SignalKind, signal};
     let (sender, receiver) = tokio::sync::watch::channel(false);
     let busy = Arc::new(Mutex::new("stopping".to_string()));
-    let shown = busy.clone();
+    let stopped_by = Arc::new(OnceLock::new());
+    let (shown, first) = (busy.clone(), stopped_by.clone());
+    let kinds = [
+        (SignalKind::interrupt(), Signal::Interrupt),
+        (SignalKind::terminate(), Signal::Terminate),
+        (SignalKind::hangup(), Signal::Hangup),
+    ];
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    for (kind, name) in kinds {
+        let Ok(mut stream) = signal(kind) else {
+            continue;
+        };
+        let arrived = arrived.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if arrived.send(name).is_err() {
+                    return;
+                }
+            }
+        });
+    }
     tokio::spawn(async move {
-        let mut presses = 0;
-        while tokio::signal::ctrl_c().await.is_ok() {
-            presses += 1;
-            if presses == 1 {
+        while let Some(signal) = arrivals.recv().await {
+            let mut stderr = std::io::stderr();
+            if first.set(signal).is_ok() {
                 let _ = sender.send(true);
-                eprintln!(
-                    "deployr: interrupted; stopping running commands, then making every host consistent and releasing the lock"
+                let _ = writeln!(
+                    stderr,
+                    "deployr: {}: stopping running commands, then making every host consistent and releasing the lock",
+                    signal.name()
                 );
             } else {
                 let busy = shown.lock().map(|b| b.clone()).unwrap_or_default();
-                eprintln!("deployr: still {busy}; stopping now could leave hosts disagreeing");
+                let _ = writeln!(
+                    stderr,
+                    "deployr: {}: still {busy}; stopping now could leave hosts disagreeing",
+                    signal.name()
+                );
             }
         }
     });
-    (Cancel::new(receiver), busy)
+    Interrupts {
+        cancel: Cancel::new(receiver),
+        busy,
+        stopped_by,
+    }
 }
 
 /// `deployr deploy`: prepare, then activate exactly that release, over the same connections.

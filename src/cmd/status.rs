@@ -3,8 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use super::{Context, Session, strip_token};
+use super::{Context, Session};
 use crate::error::Error;
+use crate::owner;
 use crate::plan::{self, Plan};
 use crate::release::HostState;
 use crate::report::EventKind;
@@ -44,12 +45,22 @@ pub async fn status(context: &Context) -> Result<(), Error> {
                     ("commit".into(), commit.map_or("-".into(), short)),
                     ("prepared".into(), prepared.unwrap_or("-".into())),
                     ("releases".into(), state.releases.len().to_string()),
+                    ("lock".into(), lock_text(state)),
                     (
-                        "lock".into(),
-                        state.lock.as_deref().map_or("-".into(), strip_token),
+                        "unfinished".into(),
+                        state
+                            .activating
+                            .as_ref()
+                            .map_or("-".into(), |journal| journal.release.clone()),
                     ),
                 ],
             });
+            if let Some(journal) = &state.activating {
+                session.notice(format!(
+                    "warning: {}: the activation of {} was switched but never finished (its deployr stopped); `deployr activate` finishes it, `deployr rollback` undoes it",
+                    host.name, journal.release
+                ));
+            }
         }
         warn_drift(session, states);
         Ok(())
@@ -74,6 +85,9 @@ pub async fn releases(context: &Context) -> Result<(), Error> {
                 if state.prepared.as_ref().is_some_and(|p| &p.release == id) {
                     marks.push("prepared");
                 }
+                if !state.is_complete(id) {
+                    marks.push("incomplete");
+                }
                 let commit: String = commit.chars().take(12).collect();
                 session.notice(format!("{} {id} {commit} {}", host.name, marks.join(",")));
             }
@@ -84,26 +98,53 @@ pub async fn releases(context: &Context) -> Result<(), Error> {
     .await
 }
 
-/// `deployr unlock`: removes the deploy lock wherever there is one, and says whose it was.
-pub async fn unlock(context: &Context) -> Result<(), Error> {
+/// What `status` shows in its lock column.
+fn lock_text(state: &HostState) -> String {
+    match (&state.lock, &state.lock_malformed) {
+        (Some(owner), _) => owner::without_token(owner),
+        (None, Some(what)) => format!("malformed ({what})"),
+        (None, None) => "-".into(),
+    }
+}
+
+/// `deployr unlock`: removes the deploy lock wherever there is one (or whatever malformed thing
+/// stands at its path), and says what it found. A lock whose holder is a deployr still running
+/// on this machine is kept unless `force`: removing it would let a second deploy run into the
+/// first.
+pub async fn unlock(context: &Context, force: bool) -> Result<(), Error> {
     with_states(context, async |session, states| {
         let held: Vec<usize> = (0..states.len())
-            .filter(|&i| states[i].lock.is_some())
+            .filter(|&i| states[i].lock.is_some() || states[i].lock_malformed.is_some())
             .collect();
         if held.is_empty() {
             session.notice("no deploy lock on any selected host".into());
             return Ok(());
         }
+        let alive: Vec<String> = held
+            .iter()
+            .filter_map(|&i| {
+                let owner = states[i].lock.as_deref()?;
+                owner::holder_alive_here(owner).then(|| {
+                    format!("{} by {}", context.hosts[i].name, owner::without_token(owner))
+                })
+            })
+            .collect();
+        if !alive.is_empty() && !force {
+            return Err(Error::HolderAlive(format!(
+                "the deploy lock is held by a deployr that is still running on this machine ({}); nothing was removed. Let it finish or stop it (Ctrl-C), or pass --force to remove the lock anyway",
+                alive.join(", ")
+            )));
+        }
         session
             .run(&plan::force_unlock(&context.hosts, &held)?)
             .await?;
         for &i in &held {
-            let holder = states[i].lock.as_deref().unwrap_or_default();
-            session.notice(format!(
-                "{}: removed the deploy lock held by {}",
-                context.hosts[i].name,
-                strip_token(holder)
-            ));
+            let what = match (&states[i].lock, &states[i].lock_malformed) {
+                (Some(owner), _) => format!("the deploy lock held by {}", owner::without_token(owner)),
+                (None, Some(what)) => format!("a malformed deploy lock ({what})"),
+                (None, None) => continue,
+            };
+            session.notice(format!("{}: removed {what}", context.hosts[i].name));
         }
         Ok(())
     })

@@ -574,6 +574,9 @@ impl Validator<'_> {
         vars: &[(String, Template)],
         app_span: Range<usize>,
     ) -> Vec<Host> {
+        let housekeeping_timeout = self
+            .duration(global.housekeeping_timeout.as_ref())
+            .unwrap_or(crate::inventory::HOUSEKEEPING_TIMEOUT);
         if entries.is_empty() {
             self.error(
                 app_span,
@@ -620,6 +623,7 @@ impl Validator<'_> {
                     ),
                     vars: host_vars,
                     ssh: self.ssh(global, &host.ssh(), address),
+                    housekeeping_timeout,
                 }
             })
             .collect()

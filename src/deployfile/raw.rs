@@ -80,6 +80,7 @@ pub struct RawSsh {
     pub jump: Option<S<String>>,
     pub forward_agent: Option<S<bool>>,
     pub concurrency: Option<S<i64>>,
+    pub housekeeping_timeout: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -118,6 +119,7 @@ impl RawHost {
             jump: self.jump.clone(),
             forward_agent: self.forward_agent.clone(),
             concurrency: None,
+            housekeeping_timeout: None,
         }
     }
 }

@@ -578,12 +578,12 @@ impl Deploy {
             .expect("spawn deployr")
     }
 
-    /// Hosts that have a `.deployr/lock`.
+    /// Hosts that have anything at `.deployr/lock` (the lock is a symlink to its owner line).
     pub fn locked(&self) -> Vec<String> {
         self.fleet
             .hosts
             .iter()
-            .filter(|h| h.deploy_to.join(".deployr/lock").exists())
+            .filter(|h| h.deploy_to.join(".deployr/lock").symlink_metadata().is_ok())
             .map(|h| h.name.clone())
             .collect()
     }
