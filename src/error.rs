@@ -29,8 +29,9 @@ pub enum Error {
     /// A precondition does not hold (hosts disagree, nothing to roll back to); nothing changed.
     #[error("{0}")]
     Refused(String),
-    /// Something failed after the switch had begun, and every switched host was switched back.
-    #[error("activation of {release} failed, so every switched host was switched back to the release it served before\n{}{}",
+    /// Something failed after the switch had begun, and every host that may have switched went
+    /// back.
+    #[error("switching to {release} failed, so every host that had switched was switched back to the release it served before\n{}{}",
         step_failures(.failures), restore_problems(.restore_failures))]
     RolledBack {
         release: String,
@@ -45,7 +46,7 @@ pub enum Error {
     )]
     Interrupted(crate::transport::Signal),
     /// Hosts are on different releases and deployr could not bring them together.
-    #[error("activation of {release} failed, and not every host could be switched back: the hosts are on DIFFERENT RELEASES now\n{}\n  switched back: {}\n  not switched back:\n{}\nMake them agree with:\n  {fix}",
+    #[error("switching to {release} failed, and not every host could be switched back: the hosts are on DIFFERENT RELEASES now\n{}\n  switched back: {}\n  not switched back:\n{}\nMake them agree with:\n  {fix}",
         step_failures(.failures),
         if .back.is_empty() { "none".to_string() } else { .back.join(", ") },
         .left.iter().map(|(host, state)| format!("    {host}: {state}")).collect::<Vec<_>>().join("\n"))]

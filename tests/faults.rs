@@ -3,29 +3,12 @@
 
 use std::time::Duration;
 
-use crate::support::{Deploy, Run, finish, release_of, setup, wait_for};
-
-/// A step that sleeps on the hosts where `flag` exists, after touching `marker` in deploy_to.
-/// A step that, on hosts with a `slow` file in deploy_to, touches `in-NAME` and then waits
-/// (at most a minute) until the file is removed.
-fn slow_step(section: &str, name: &str) -> String {
-    format!(
-        "[[{section}]]\nname = \"{name}\"\nrun = \"\"\"\nif [ -e {{{{deploy_to}}}}/slow ]; then\n  touch {{{{deploy_to}}}}/in-{name}\n  i=0; while [ -e {{{{deploy_to}}}}/slow ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done\nfi\n\"\"\"\n",
-    )
-}
+use crate::support::{
+    Deploy, Run, fast_again, finish, interrupt, release_of, setup, slow_on, slow_step, wait_for,
+};
 
 fn with_extra(extra: &str) -> Deploy {
     setup("", extra)
-}
-
-fn slow_on(d: &Deploy, host: usize) {
-    std::fs::write(d.fleet.hosts[host].deploy_to.join("slow"), "").unwrap();
-}
-
-fn fast_again(d: &Deploy) {
-    for host in &d.fleet.hosts {
-        let _ = std::fs::remove_file(host.deploy_to.join("slow"));
-    }
 }
 
 #[test]
@@ -268,14 +251,6 @@ fn unreachable_host_at_activate_preflight_runs_nothing_anywhere() {
             .exists()
     );
     d.fleet.hosts.remove(2);
-}
-
-fn interrupt(child: &std::process::Child) {
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[test]

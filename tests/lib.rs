@@ -2,10 +2,13 @@
 
 mod support;
 
+mod activation;
+mod bounds;
 mod deployfile_errors;
 mod example;
 mod faults;
 mod local_steps;
+mod locks;
 mod output;
 mod releases;
 mod run;

@@ -637,21 +637,20 @@ async fn restore(
             (hosts[host].name.clone(), state)
         })
         .collect();
-    let stuck: Vec<usize> = why.keys().copied().collect();
+    let stuck = why
+        .keys()
+        .map(|&i| hosts[i].name.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    // The lock stays on a host that no longer answered; once this deployr has ended, `unlock`
+    // may remove it, and the journal tells `rollback` where each host goes back to.
+    let rerun = &context.rerun;
     Error::Diverged {
         release: failed.release.clone(),
         failures,
         left,
         back: back.iter().map(|&i| hosts[i].name.clone()).collect(),
-        fix: format!(
-            "{} rollback --hosts {}",
-            context.rerun,
-            stuck
-                .iter()
-                .map(|&i| hosts[i].name.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
+        fix: format!("{rerun} unlock --hosts {stuck} && {rerun} rollback --hosts {stuck}"),
     }
 }
 

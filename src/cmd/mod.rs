@@ -367,7 +367,10 @@ impl Context {
             }
             Err(error) => Err(error),
         };
-        if let (Some(signal), Err(Error::StepFailed(_))) = (self.stopped_by.get(), &result) {
+        // A step stopped by the signal, or a lock wait cut short by it: the signal is the cause.
+        if let (Some(signal), Err(Error::StepFailed(_) | Error::Locked { .. })) =
+            (self.stopped_by.get(), &result)
+        {
             result = Err(Error::Interrupted(*signal));
         }
         drop(events);

@@ -603,3 +603,84 @@ pub fn sessions_without(dir: &Path, missing: &[&str]) -> String {
     }
     format!("SetEnv PATH={} HOME={}\n", bin.display(), dir.display())
 }
+
+/// An sshd_config line that puts `programs` (each a name and a `sh` script), made in `dir`,
+/// first on the PATH of a host's sessions, with no shell start-up files: a stand-in for one
+/// program (a `perl` that stalls, say) on that host alone.
+pub fn sessions_with_programs(dir: &Path, programs: &[(&str, &str)]) -> String {
+    let bin = dir.join("programs");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (name, script) in programs {
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    format!(
+        "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME={}\n",
+        bin.display(),
+        dir.display()
+    )
+}
+
+/// Replaces `from` with `to` in the deploy's deployfile (to tune `[ssh]`, say).
+pub fn edit_deployfile(d: &Deploy, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&d.file).unwrap();
+    assert!(text.contains(from), "{from} is not in the deployfile");
+    std::fs::write(&d.file, text.replacen(from, to, 1)).unwrap();
+}
+
+/// A step that, on hosts with a `slow` file in deploy_to, touches `in-NAME` and then waits
+/// (at most a minute) until the file is removed.
+pub fn slow_step(section: &str, name: &str) -> String {
+    format!(
+        "[[{section}]]\nname = \"{name}\"\nrun = \"\"\"\nif [ -e {{{{deploy_to}}}}/slow ]; then\n  touch {{{{deploy_to}}}}/in-{name}\n  i=0; while [ -e {{{{deploy_to}}}}/slow ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done\nfi\n\"\"\"\n",
+    )
+}
+
+/// Makes `slow_step`s wait on this host.
+pub fn slow_on(d: &Deploy, host: usize) {
+    std::fs::write(d.fleet.hosts[host].deploy_to.join("slow"), "").unwrap();
+}
+
+/// Lets every waiting `slow_step` go on.
+pub fn fast_again(d: &Deploy) {
+    for host in &d.fleet.hosts {
+        let _ = std::fs::remove_file(host.deploy_to.join("slow"));
+    }
+}
+
+/// Sends `signal` ("INT", "TERM", "HUP", "KILL") to a background deployr.
+pub fn signal(child: &std::process::Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Ctrl-C, as a terminal sends it.
+pub fn interrupt(child: &std::process::Child) {
+    signal(child, "INT");
+}
+
+impl Deploy {
+    /// Hosts that have an activation journal (`.deployr/activating`).
+    pub fn journaled(&self) -> Vec<String> {
+        self.fleet
+            .hosts
+            .iter()
+            .filter(|h| h.deploy_to.join(".deployr/activating").exists())
+            .map(|h| h.name.clone())
+            .collect()
+    }
+
+    /// Each host's history lines.
+    pub fn history(&self, host: usize) -> Vec<String> {
+        self.fleet.hosts[host]
+            .read(".deployr/history")
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
