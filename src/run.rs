@@ -343,8 +343,6 @@ async fn execute_armed(
     // they told to finish, so no host's clean-up runs while others are still switching.
     let acted: Vec<(usize, Instant, Acted)> =
         futures::future::join_all(fired.into_iter().map(|(host, started, result)| async move {
-            // A `go` that could not be sent in time may still be on its way: such a host
-            // counts as fired too, since it may yet act.
             let acted = match result {
                 Ok((mut command, true)) => match command.acted(&mut printer(host)).await {
                     None => Acted::Waiting(command, Instant::now()),
@@ -385,6 +383,8 @@ async fn execute_armed(
                     outcome,
                     finished,
                     stdout: Vec::new(),
+                    // Every host was sent `go` once all were ready. One whose `go` could not be
+                    // sent in time counts too: it may still be on its way, and the host act.
                     fired: ready,
                 }
             }),
