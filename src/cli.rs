@@ -136,6 +136,14 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Who deployed what, when, and how it ended: every selected host's history, merged into
+    /// one timeline (one line per command; hosts whose records disagree are flagged).
+    #[command(after_help = "Examples:\n  deployr history\n  deployr history -n 50 --json")]
+    History {
+        /// How many commands to show, most recent last.
+        #[arg(short = 'n', long = "lines", default_value_t = 20)]
+        count: usize,
+    },
     /// Write a commented starter deployfile (never overwrites one).
     #[command(after_help = "Example:\n  deployr init && $EDITOR deployfile.toml")]
     Init,
@@ -163,6 +171,7 @@ impl Command {
             Command::Status => "status".into(),
             Command::Releases => "releases".into(),
             Command::Unlock { .. } => "unlock".into(),
+            Command::History { .. } => "history".into(),
             Command::Check => "check".into(),
             Command::Init => "init".into(),
             Command::Completions { .. } => "completions".into(),

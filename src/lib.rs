@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cmd;
 pub mod deployfile;
 pub mod error;
+pub mod history;
 pub mod inventory;
 pub mod local;
 pub mod owner;

@@ -328,15 +328,27 @@ pub fn lock(hosts: &[Host], owner: &str) -> Result<PlannedStep, QuoteError> {
     })
 }
 
-pub fn unlock(hosts: &[Host], on: &[usize], token: &str) -> Result<PlannedStep, QuoteError> {
-    own_step("unlock", hosts, on.iter().copied(), false, |_, host| {
-        release::unlock_script(host, token)
+/// Gives back this invocation's lock on `on`, appending `record(host)` to the history first
+/// where there is one.
+pub fn unlock(
+    hosts: &[Host],
+    on: &[usize],
+    token: &str,
+    record: &dyn Fn(usize) -> Option<String>,
+) -> Result<PlannedStep, QuoteError> {
+    own_step("unlock", hosts, on.iter().copied(), false, |index, host| {
+        release::unlock_script(host, token, record(index).as_deref())
     })
 }
 
-pub fn force_unlock(hosts: &[Host], on: &[usize]) -> Result<PlannedStep, QuoteError> {
-    own_step("unlock", hosts, on.iter().copied(), false, |_, host| {
-        release::force_unlock_script(host)
+/// `deployr unlock`: removes the lock on `on` whoever holds it, and records that.
+pub fn force_unlock(
+    hosts: &[Host],
+    on: &[usize],
+    record: &dyn Fn(usize) -> String,
+) -> Result<PlannedStep, QuoteError> {
+    own_step("unlock", hosts, on.iter().copied(), false, |index, host| {
+        release::force_unlock_script(host, &record(index))
     })
 }
 
@@ -617,13 +629,13 @@ done"#,
 pub fn finish(
     hosts: &[Host],
     on: &[usize],
-    entry: &dyn Fn(usize) -> release::HistoryEntry,
+    release: &str,
+    record: &dyn Fn(usize) -> String,
     prune: &dyn Fn(usize) -> Vec<String>,
-    by: &str,
     unlock: Option<&str>,
 ) -> Result<PlannedStep, QuoteError> {
     own_step("finish", hosts, on.iter().copied(), false, |index, host| {
-        release::finish_script(host, &entry(index), by, &prune(index), unlock)
+        release::finish_script(host, release, &record(index), &prune(index), unlock)
     })
 }
 

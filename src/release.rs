@@ -11,12 +11,13 @@
 //!   .deployr/ready/<id>        one empty file per release whose prepare succeeded on this host
 //!   .deployr/activating        the journal of an activation between its switch and its finish
 //!   .deployr/lock              the deploy lock: a symlink whose target is the owner line
-//!   .deployr/history           one line per activation or rollback
+//!   .deployr/history           one JSON record per command that changed the host
 //! ```
 
 use std::collections::BTreeSet;
 
 use crate::deployfile::App;
+use crate::history::Record;
 use crate::inventory::Host;
 use crate::plan::{QuoteError, quote};
 
@@ -84,15 +85,6 @@ pub struct Prepared {
     pub time: String,
 }
 
-/// One line of `.deployr/history`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryEntry {
-    pub time: String,
-    pub action: String,
-    pub release: String,
-    pub previous: Option<String>,
-}
-
 /// `.deployr/activating`: written on a host when its switch is armed, removed by `finish` (or
 /// when the host goes back). Found later, it means a deployr stopped between the switch and
 /// the end of the activation; `activate` finishes that activation and `rollback` undoes it.
@@ -112,7 +104,8 @@ pub struct HostState {
     pub prepared: Option<Prepared>,
     /// Release ids on disk with their commits, oldest first.
     pub releases: Vec<(String, String)>,
-    pub history: Vec<HistoryEntry>,
+    /// The last records of `.deployr/history`, oldest first.
+    pub history: Vec<Record>,
     /// Who holds the deploy lock: its owner line.
     pub lock: Option<String>,
     /// Something is at the lock's path that no deployr wrote whole (a plain file, a directory
@@ -149,7 +142,10 @@ impl HostState {
             && (self.ready.contains(release)
                 || self.prepared.as_ref().is_some_and(|p| p.release == release)
                 || self.current.as_deref() == Some(release)
-                || self.history.iter().any(|entry| entry.release == release))
+                || self
+                    .history
+                    .iter()
+                    .any(|record| record.made_live() == Some(release)))
     }
 
     /// The release that was live before the current one was last activated: where a rollback
@@ -159,8 +155,8 @@ impl HostState {
         self.history
             .iter()
             .rev()
-            .find(|entry| entry.action == "activate" && entry.release == current)
-            .and_then(|entry| entry.previous.as_deref())
+            .find(|record| record.activated(current))
+            .and_then(|record| record.previous.as_deref())
     }
 
     /// Release directories that pruning removes once `current` is live (with `previous` before
@@ -169,9 +165,9 @@ impl HostState {
     pub fn prunable(&self, current: &str, previous: Option<&str>, keep: usize) -> Vec<String> {
         // Most recently live first: a rollback makes its release live again.
         let mut activated: Vec<&str> = vec![current];
-        for entry in self.history.iter().rev() {
-            if !activated.contains(&entry.release.as_str()) {
-                activated.push(&entry.release);
+        for live in self.history.iter().rev().filter_map(Record::made_live) {
+            if !activated.contains(&live) {
+                activated.push(live);
             }
         }
         let mut kept: BTreeSet<&str> = activated.iter().take(keep).copied().collect();
@@ -241,11 +237,7 @@ pub fn parse_state(lines: &[String]) -> HostState {
                         .push((id.to_string(), commit.trim().to_string()));
                 }
             }
-            "history" => {
-                if let Some(entry) = parse_history(value) {
-                    state.history.push(entry);
-                }
-            }
+            "history" => state.history.extend(Record::parse(value)),
             "artifact" => state.artifacts.push(value.to_string()),
             "ready" if validate_id(value).is_ok() => {
                 state.ready.insert(value.to_string());
@@ -276,23 +268,6 @@ pub fn parse_state(lines: &[String]) -> HostState {
     state
 }
 
-fn parse_history(line: &str) -> Option<HistoryEntry> {
-    let mut fields = line.split_whitespace();
-    let time = fields.next()?.to_string();
-    let action = fields.next()?.to_string();
-    let release = fields.next()?.to_string();
-    let previous = fields
-        .find_map(|f| f.strip_prefix("previous="))
-        .filter(|p| validate_id(p).is_ok())
-        .map(str::to_string);
-    Some(HistoryEntry {
-        time,
-        action,
-        release,
-        previous,
-    })
-}
-
 /// Takes the deploy lock and reads the state in one round trip. The lock is a symlink whose
 /// target is the owner line: `ln -s` creates it, owner and all, in one atomic step that fails
 /// if anything is already there, so no other deployr ever sees a lock without its owner. Why it
@@ -311,11 +286,16 @@ else printf 'lock_error=%s\n' "$e"; fi
     ))
 }
 
-/// Releases the lock only if it is still ours (`token` is in the owner line).
-pub fn unlock_script(host: &Host, token: &str) -> Result<String, QuoteError> {
+/// Records how the command ended (`record`, a history line, where the command changed the
+/// host) and releases the lock, only if it is still ours (`token` is in the owner line).
+pub fn unlock_script(host: &Host, token: &str, record: Option<&str>) -> Result<String, QuoteError> {
     let deploy_to = quote(&host.deploy_to, "deploy_to")?;
+    let record = match record {
+        Some(record) => append_history(record)?,
+        None => String::new(),
+    };
     Ok(format!(
-        "cd {deploy_to} 2>/dev/null || exit 0\n{}",
+        "cd {deploy_to} 2>/dev/null || exit 0\n{record}{}",
         release_lock(token)?
     ))
 }
@@ -328,10 +308,14 @@ fn release_lock(token: &str) -> Result<String, QuoteError> {
     ))
 }
 
-/// `deployr unlock`: removes whatever is at the lock's path (a lock, or a malformed one).
-pub fn force_unlock_script(host: &Host) -> Result<String, QuoteError> {
+/// `deployr unlock`: removes whatever is at the lock's path (a lock, or a malformed one), and
+/// records that in the history.
+pub fn force_unlock_script(host: &Host, record: &str) -> Result<String, QuoteError> {
     let deploy_to = quote(&host.deploy_to, "deploy_to")?;
-    Ok(format!("rm -rf {deploy_to}/.deployr/lock"))
+    Ok(format!(
+        "cd {deploy_to} || exit 1\nrm -rf .deployr/lock || exit 1\n{}",
+        append_history(record)?
+    ))
 }
 
 /// What a fetch into a mirror is for.
@@ -592,34 +576,24 @@ rm -f .deployr/activating"#
     ))
 }
 
-/// After a good activation or rollback: record it, clear the prepared marker if it was this
-/// release, end the journal, remove the releases that pruning selected and, with `unlock` (our
-/// lock token), release the deploy lock in the same round trip.
+/// After a good activation or rollback: record it (`record`, a history line), clear the
+/// prepared marker if it was this release, end the journal, remove the releases that pruning
+/// selected and, with `unlock` (our lock token), release the deploy lock in the same round trip.
 pub fn finish_script(
     host: &Host,
-    entry: &HistoryEntry,
-    by: &str,
+    release: &str,
+    record: &str,
     prune: &[String],
     unlock: Option<&str>,
 ) -> Result<String, QuoteError> {
     let deploy_to = quote(&host.deploy_to, "deploy_to")?;
-    let line = format!(
-        "{} {} {} previous={} by={}",
-        entry.time,
-        entry.action,
-        entry.release,
-        entry.previous.as_deref().unwrap_or("-"),
-        by
-    );
     // Built-ins only, but for the `rm`s that have something to remove.
     let mut script = format!(
-        "cd {deploy_to} || exit 1\n[ -d .deployr ] || mkdir .deployr || exit 1\n\
-         printf '%s\\n' {} >> .deployr/history || exit 1\n\
-         p=; [ -f .deployr/prepared ] && while read -r l; do [ \"$l\" = 'release={}' ] && p=1; done < .deployr/prepared\n\
+        "cd {deploy_to} || exit 1\n{}\
+         p=; [ -f .deployr/prepared ] && while read -r l; do [ \"$l\" = 'release={release}' ] && p=1; done < .deployr/prepared\n\
          [ -z \"$p\" ] || rm -f .deployr/prepared\n\
          rm -f .deployr/activating || exit 1\n",
-        quote(&line, "the history line")?,
-        entry.release
+        append_history(record)?,
     );
     if !prune.is_empty() {
         let dirs: Vec<String> = prune
@@ -632,6 +606,14 @@ pub fn finish_script(
         script.push_str(&release_lock(token)?);
     }
     Ok(script)
+}
+
+/// In `deploy_to`: appends one line to the history.
+fn append_history(record: &str) -> Result<String, QuoteError> {
+    Ok(format!(
+        "[ -d .deployr ] || mkdir .deployr || exit 1\nprintf '%s\\n' {} >> .deployr/history || exit 1\n",
+        quote(record, "the history record")?
+    ))
 }
 
 #[cfg(test)]
@@ -703,12 +685,11 @@ mod tests {
         // 1, 3, 4 were activated in that order; 2 was a failed prepare; 5 is prepared.
         let mut previous = None;
         for id in [ids[0], ids[2], ids[3]] {
-            state.history.push(HistoryEntry {
-                time: "t".into(),
-                action: "activate".into(),
-                release: id.into(),
-                previous: previous.clone(),
-            });
+            let line = format!(
+                "t activate {id} previous={}",
+                previous.as_deref().unwrap_or("-")
+            );
+            state.history.extend(Record::parse(&line));
             previous = Some(id.to_string());
         }
         state.prepared = Some(Prepared {

@@ -5,11 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::{Context, Session};
+use super::{Context, Ending, Session};
 use crate::error::Error;
-use crate::owner::operator;
 use crate::plan::{self, Plan, ReleaseInfo};
-use crate::release::{self, HistoryEntry, HostState};
+use crate::release::{self, HostState};
 use crate::report::EventKind;
 use crate::run::{self, StepFailure};
 use crate::transport::Outcome;
@@ -60,16 +59,6 @@ pub async fn rollback_command(context: &Context, to: Option<&str>) -> Result<(),
 enum Action {
     Activate,
     Rollback,
-}
-
-impl Action {
-    /// The word in the history.
-    fn name(self) -> &'static str {
-        match self {
-            Action::Activate => "activate",
-            Action::Rollback => "rollback",
-        }
-    }
 }
 
 /// The dry-run view of an activation (or rollback): every step as it would run on every host.
@@ -266,6 +255,7 @@ pub async fn activate(
                 .and_then(|journal| journal.previous.clone());
         }
         let info = release_info(&states, &unfinished.release);
+        session.about(&info, &previous);
         let switch = Switch {
             info: &info,
             action: Action::Activate,
@@ -276,6 +266,7 @@ pub async fn activate(
     }
     let target = choose_target(context, &states, requested)?;
     let info = release_info(&states, &target);
+    session.about(&info, &previous);
     let started = Instant::now();
     for step in plan::activate_steps(
         &context.deployfile,
@@ -335,14 +326,16 @@ pub async fn rollback(
         (None, Some(unfinished)) => journal_previous(context, &states, unfinished)?,
         (None, None) => common_previous(context, &states)?,
     };
-    let info = release_info(&states, &target);
+    let info = ReleaseInfo {
+        reference: String::new(),
+        ..release_info(&states, &target)
+    };
+    let previous: Vec<Option<String>> = states.iter().map(|s| s.current.clone()).collect();
+    session.about(&info, &previous);
     let switch = Switch {
-        info: &ReleaseInfo {
-            reference: String::new(),
-            ..info
-        },
+        info: &info,
         action: Action::Rollback,
-        previous: states.iter().map(|s| s.current.clone()).collect(),
+        previous,
         already: unfinished.map(|u| u.hosts).unwrap_or_default(),
     };
     switch_all(context, session, &states, switch, Instant::now()).await
@@ -515,14 +508,7 @@ async fn switch_all(
         }
     }
     let window = started.elapsed();
-    let by = operator();
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let entry = |host: usize| HistoryEntry {
-        time: now.clone(),
-        action: action.name().to_string(),
-        release: info.release.clone(),
-        previous: previous[host].clone(),
-    };
+    let record = |host: usize| session.record(host, &Ending::ok());
     let keep = deployfile.app.keep_releases;
     let prune = |host: usize| match action {
         Action::Activate => states[host].prunable(&info.release, previous[host].as_deref(), keep),
@@ -532,14 +518,16 @@ async fn switch_all(
     finished.sort_unstable();
     finished.dedup();
     let token = Some(context.token.as_str());
-    let finish = plan::finish(hosts, &finished, &entry, &prune, &by, token)?;
+    let finish = plan::finish(hosts, &finished, &info.release, &record, &prune, token)?;
     let results = session.step_to_the_end(&finish).await;
-    session.unlocked(
+    let done = || {
         results
             .iter()
             .filter(|r| r.outcome.success())
-            .map(|r| r.host),
-    );
+            .map(|r| r.host)
+    };
+    session.unlocked(done());
+    session.recorded(done());
     session.events.send(EventKind::Activated {
         release: info.release.clone(),
         hosts: finished.len(),
@@ -615,7 +603,7 @@ async fn restore(
     }
     back.sort_unstable();
     let restore_failures =
-        rerun_after_switch(context, session, states, &back, previous, failed).await;
+        rerun_after_switch(context, session, states, &back, previous, failed, &failures).await;
     if why.is_empty() {
         return Error::RolledBack {
             release: failed.release.clone(),
@@ -663,6 +651,7 @@ async fn rerun_after_switch(
     back: &[usize],
     previous: &[Option<String>],
     failed: &ReleaseInfo,
+    failures: &[StepFailure],
 ) -> Vec<StepFailure> {
     let hosts = &context.hosts;
     let mut restore_failures = Vec::new();
@@ -672,7 +661,8 @@ async fn rerun_after_switch(
             by_release.entry(release).or_default().push(host);
         }
     }
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let rolled_back = Ending::rolled_back(failures);
+    let record = |host: usize| session.record(host, &rolled_back);
     for (release, group) in &by_release {
         let info = release_info(states, release);
         let before: Vec<Option<String>> = (0..hosts.len())
@@ -699,14 +689,14 @@ async fn rerun_after_switch(
                 restore_failures.extend(more);
             }
         }
-        let entry = |_: usize| HistoryEntry {
-            time: now.clone(),
-            action: Action::Rollback.name().into(),
-            release: release.to_string(),
-            previous: Some(failed.release.clone()),
-        };
-        if let Ok(step) = plan::finish(hosts, group, &entry, &|_| Vec::new(), &operator(), None) {
+        if let Ok(step) = plan::finish(hosts, group, release, &record, &|_| Vec::new(), None) {
             let results = session.step_to_the_end(&step).await;
+            session.recorded(
+                results
+                    .iter()
+                    .filter(|r| r.outcome.success())
+                    .map(|r| r.host),
+            );
             if let Err(more) = run::failures(hosts, &step, &results) {
                 restore_failures.extend(more);
             }

@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use crate::cli::{Cli, ColorChoice, Command, GlobalArgs};
 use crate::deployfile::Deployfile;
 use crate::error::Error;
+use crate::history;
 use crate::inventory::{Host, Selection};
 use crate::owner;
-use crate::plan::{self, Plan, PlannedStep};
+use crate::plan::{self, Plan, PlannedStep, ReleaseInfo};
 use crate::release::{self, HostState};
 use crate::report::{self, EventKind, Events, Masker, Reporter, Style, Verbosity};
 use crate::run::{self, HostResult};
@@ -129,6 +130,24 @@ impl Context {
         })
     }
 
+    /// A step stopped by a signal, or a lock wait cut short by it: the signal is the cause.
+    fn blame_the_signal<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
+        match (self.stopped_by.get(), result) {
+            (Some(signal), Err(Error::StepFailed(_) | Error::Locked { .. })) => {
+                Err(Error::Interrupted(*signal))
+            }
+            (_, result) => result,
+        }
+    }
+
+    /// Whether this command changes hosts, and so leaves a record in their history.
+    fn changes_hosts(&self) -> bool {
+        matches!(
+            self.command.as_str(),
+            "prepare" | "activate" | "deploy" | "rollback" | "catch-up"
+        )
+    }
+
     fn reporter(&self) -> Reporter {
         Reporter::new(self.style, self.masker.clone(), self.verbosity)
     }
@@ -162,6 +181,70 @@ pub struct Session<'a> {
     events: Events,
     /// Hosts whose deploy lock this invocation holds.
     locked: Mutex<Vec<usize>>,
+    /// Hosts whose history already has this command's record (written with a finish).
+    recorded: Mutex<Vec<usize>>,
+    /// The release this command is about, for its history records, once it is known.
+    subject: Mutex<Option<Subject>>,
+}
+
+/// What a command's history records say besides how it ended.
+#[derive(Debug, Clone)]
+struct Subject {
+    info: ReleaseInfo,
+    /// What each host served when the command began.
+    previous: Vec<Option<String>>,
+}
+
+/// How a command ended, for its history records.
+pub struct Ending {
+    result: history::Outcome,
+    /// The first failure: step, host, and what happened.
+    failure: Option<(String, String, String)>,
+}
+
+impl Ending {
+    pub fn ok() -> Ending {
+        Ending {
+            result: history::Outcome::Ok,
+            failure: None,
+        }
+    }
+
+    /// How the command that returned `result` ended.
+    fn of<T>(result: &Result<T, Error>) -> Ending {
+        let first = |failures: &[run::StepFailure]| {
+            failures
+                .first()
+                .map(|f| (f.step.clone(), f.host.clone(), f.outcome.to_string()))
+        };
+        match result {
+            Ok(_) => Ending::ok(),
+            Err(Error::Interrupted(signal)) => Ending {
+                result: history::Outcome::Interrupted,
+                failure: Some((String::new(), String::new(), signal.name().to_string())),
+            },
+            Err(
+                Error::StepFailed(failures)
+                | Error::RolledBack { failures, .. }
+                | Error::Diverged { failures, .. },
+            ) => Ending {
+                result: history::Outcome::Failed,
+                failure: first(failures),
+            },
+            Err(other) => Ending {
+                result: history::Outcome::Failed,
+                failure: Some((String::new(), String::new(), other.to_string())),
+            },
+        }
+    }
+
+    /// The same command's record on a host that went back to what it served before.
+    pub fn rolled_back(failures: &[run::StepFailure]) -> Ending {
+        Ending {
+            result: history::Outcome::RolledBack,
+            ..Ending::of::<()>(&Err(Error::StepFailed(failures.to_vec())))
+        }
+    }
 }
 
 impl<'a> Session<'a> {
@@ -179,6 +262,8 @@ impl<'a> Session<'a> {
             connections,
             events: events.clone(),
             locked: Mutex::new(Vec::new()),
+            recorded: Mutex::new(Vec::new()),
+            subject: Mutex::new(None),
         })
     }
 
@@ -247,7 +332,7 @@ impl<'a> Session<'a> {
                     .map(|(result, _)| result.host),
             );
             if let Err(failures) = run::failures(self.hosts(), &step, &results) {
-                self.unlock().await;
+                self.unlock(None).await;
                 return Err(Error::StepFailed(failures));
             }
             let errors: Vec<String> = states
@@ -259,7 +344,7 @@ impl<'a> Session<'a> {
                 })
                 .collect();
             if !errors.is_empty() {
-                self.unlock().await;
+                self.unlock(None).await;
                 return Err(Error::Refused(format!(
                     "cannot take the deploy lock (nobody holds it); nothing was changed\n  {}",
                     errors.join("\n  ")
@@ -283,7 +368,7 @@ impl<'a> Session<'a> {
             if holders.is_empty() {
                 return Ok(states);
             }
-            self.unlock().await;
+            self.unlock(None).await;
             if Instant::now() >= deadline || context.cancel.is_cancelled() {
                 return Err(Error::Locked { holders });
             }
@@ -315,13 +400,64 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Gives back this invocation's locks; runs even after Ctrl-C.
-    async fn unlock(&self) {
+    /// Notes that these hosts' history has this command's record already.
+    fn recorded(&self, hosts: impl Iterator<Item = usize>) {
+        self.recorded.lock().expect("recorded").extend(hosts);
+    }
+
+    /// What this command is about: the release, and what each host served before.
+    fn about(&self, info: &ReleaseInfo, previous: &[Option<String>]) {
+        *self.subject.lock().expect("subject") = Some(Subject {
+            info: info.clone(),
+            previous: previous.to_vec(),
+        });
+    }
+
+    /// This command's history record for `host`, as one line.
+    fn record(&self, host: usize, ending: &Ending) -> String {
+        let context = self.context;
+        let subject = self.subject.lock().expect("subject").clone();
+        let (failed_step, failed_host, error) = match &ending.failure {
+            Some((step, host, error)) => (
+                Some(step.clone()).filter(|s| !s.is_empty()),
+                Some(host.clone()).filter(|h| !h.is_empty()),
+                Some(context.masker.mask(error)),
+            ),
+            None => (None, None, None),
+        };
+        let non_empty = |text: &str| Some(text.to_string()).filter(|t| !t.is_empty());
+        history::Record {
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            id: context.token.clone(),
+            command: context.command.clone(),
+            release: subject.as_ref().map(|s| s.info.release.clone()),
+            commit: subject.as_ref().and_then(|s| non_empty(&s.info.commit)),
+            reference: subject.as_ref().and_then(|s| non_empty(&s.info.reference)),
+            previous: subject.and_then(|s| s.previous.get(host).cloned().flatten()),
+            result: ending.result,
+            failed_step,
+            failed_host,
+            error,
+            duration_ms: (chrono::Utc::now() - context.now).num_milliseconds().max(0) as u64,
+            actor: history::actor(),
+            machine: owner::machine(),
+        }
+        .to_line()
+    }
+
+    /// Gives back this invocation's locks; runs even after Ctrl-C. With `ending`, each host
+    /// that has no record of this command yet gets one in the same round trip.
+    async fn unlock(&self, ending: Option<&Ending>) {
         let hosts: Vec<usize> = std::mem::take(&mut *self.locked.lock().expect("lock list"));
         if hosts.is_empty() {
             return;
         }
-        if let Ok(step) = plan::unlock(self.hosts(), &hosts, &self.context.token) {
+        let recorded = self.recorded.lock().expect("recorded").clone();
+        let record = |host: usize| {
+            let ending = ending.filter(|_| !recorded.contains(&host))?;
+            Some(self.record(host, ending))
+        };
+        if let Ok(step) = plan::unlock(self.hosts(), &hosts, &self.context.token, &record) {
             let results = self.step_to_the_end(&step).await;
             if let Err(failures) = run::failures(self.hosts(), &step, &results) {
                 let names: Vec<String> = failures.into_iter().map(|f| f.host).collect();
@@ -357,22 +493,17 @@ impl Context {
         work: impl AsyncFnOnce(&Session<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let (events, reporter) = self.reporter().spawn();
-        let mut result = match Session::open(self, &events).await {
+        let result = match Session::open(self, &events).await {
             Ok(session) => {
-                let result = work(&session).await;
+                let result = self.blame_the_signal(work(&session).await);
                 self.set_busy("releasing the deploy lock");
-                session.unlock().await;
+                let ending = self.changes_hosts().then(|| Ending::of(&result));
+                session.unlock(ending.as_ref()).await;
                 session.close().await;
                 result
             }
             Err(error) => Err(error),
         };
-        // A step stopped by the signal, or a lock wait cut short by it: the signal is the cause.
-        if let (Some(signal), Err(Error::StepFailed(_) | Error::Locked { .. })) =
-            (self.stopped_by.get(), &result)
-        {
-            result = Err(Error::Interrupted(*signal));
-        }
         drop(events);
         let _ = reporter.await;
         result
@@ -430,6 +561,7 @@ pub async fn main(cli: Cli) -> Result<(), Failed> {
         Command::Status => status::status(&context).await,
         Command::Releases => status::releases(&context).await,
         Command::Unlock { force } => status::unlock(&context, *force).await,
+        Command::History { count } => status::history(&context, *count).await,
         Command::Init | Command::Completions { .. } => Ok(()),
     };
     result.map_err(|error| Failed {

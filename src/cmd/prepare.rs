@@ -129,6 +129,8 @@ pub async fn prepare(
             ))
         })?;
     info.commit = printed[position].to_string();
+    let previous: Vec<Option<String>> = states.iter().map(|state| state.current.clone()).collect();
+    session.about(&info, &previous);
     let artifact = match &source.strategy {
         Strategy::Git => None,
         Strategy::Upload { build, artifact } => {
@@ -182,7 +184,6 @@ pub async fn prepare(
         }
         None => Vec::new(),
     };
-    let previous: Vec<Option<String>> = states.iter().map(|state| state.current.clone()).collect();
     let steps = release_steps(
         context,
         source,

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use super::{Context, Session};
+use super::{Context, Ending, Session};
 use crate::error::Error;
+use crate::history;
 use crate::owner;
 use crate::plan::{self, Plan};
 use crate::release::HostState;
@@ -98,6 +99,28 @@ pub async fn releases(context: &Context) -> Result<(), Error> {
     .await
 }
 
+/// `deployr history`: the last `count` commands of the selected hosts' merged history.
+pub async fn history(context: &Context, count: usize) -> Result<(), Error> {
+    with_states(context, async |session, states| {
+        let hosts: Vec<(String, Vec<history::Record>)> = context
+            .hosts
+            .iter()
+            .zip(states)
+            .map(|(host, state)| (host.name.clone(), state.history.clone()))
+            .collect();
+        let timeline = history::timeline(&hosts);
+        if timeline.is_empty() {
+            session.notice("no history on any selected host".into());
+        }
+        let skip = timeline.len().saturating_sub(count);
+        for entry in timeline.into_iter().skip(skip) {
+            session.events.send(EventKind::History(Box::new(entry)));
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// What `status` shows in its lock column.
 fn lock_text(state: &HostState) -> String {
     match (&state.lock, &state.lock_malformed) {
@@ -135,8 +158,9 @@ pub async fn unlock(context: &Context, force: bool) -> Result<(), Error> {
                 alive.join(", ")
             )));
         }
+        let record = |host: usize| session.record(host, &Ending::ok());
         session
-            .run(&plan::force_unlock(&context.hosts, &held)?)
+            .run(&plan::force_unlock(&context.hosts, &held, &record)?)
             .await?;
         for &i in &held {
             let what = match (&states[i].lock, &states[i].lock_malformed) {

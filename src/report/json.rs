@@ -70,6 +70,22 @@ pub fn event(event: &Event, masker: &Masker) -> Value {
             "event": "activated", "release": release, "hosts": hosts,
             "activation_window_ms": millis(*window), "switch_skew_ms": millis(*skew),
         }),
+        EventKind::History(entry) => {
+            let mut value = serde_json::to_value(&entry.record).unwrap_or_default();
+            value["event"] = json!("history");
+            value["hosts"] = json!(entry.hosts);
+            value["disagreeing"] = entry
+                .disagreeing
+                .iter()
+                .map(|(host, record)| {
+                    json!({ "host": host, "result": record.result, "release": record.release })
+                })
+                .collect();
+            if let Some(error) = value.get("error").and_then(Value::as_str) {
+                value["error"] = json!(mask(error));
+            }
+            value
+        }
         EventKind::Probed { host, facts } => {
             let facts: serde_json::Map<String, Value> = facts
                 .iter()

@@ -79,6 +79,8 @@ pub enum EventKind {
         /// From the first to the last host switched.
         skew: Duration,
     },
+    /// One command of `deployr history`'s merged timeline.
+    History(Box<crate::history::Entry>),
     /// What `deployr check` found on a host, one (name, finding) pair per column.
     Probed {
         host: String,
@@ -354,6 +356,11 @@ impl Reporter {
                 }
             }
             EventKind::Notice { text } => self.show(Weight::Important, &format!("{time} {text}")),
+            EventKind::History(entry) => {
+                for line in entry.lines() {
+                    self.show(Weight::Important, &line);
+                }
+            }
             EventKind::Activated {
                 release,
                 hosts,
