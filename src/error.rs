@@ -72,6 +72,30 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+impl Error {
+    /// The exit codes of the design, in one place.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::StepFailed(_)
+            | Error::CheckFailed { .. }
+            | Error::Refused(_)
+            | Error::Unrecorded { .. }
+            | Error::Io(_) => 1,
+            Error::Deployfile(_)
+            | Error::Selection(_)
+            | Error::Usage(_)
+            | Error::Quote(_)
+            | Error::InvalidRef(_)
+            | Error::InvalidRelease(_) => 2,
+            Error::Connect(_) => 3,
+            Error::Locked { .. } | Error::HolderAlive(_) => 4,
+            Error::RolledBack { .. } => 5,
+            Error::Diverged { .. } => 7,
+            Error::Interrupted(signal) => 128 + signal.number() as u8,
+        }
+    }
+}
+
 fn restore_problems(failures: &[StepFailure]) -> String {
     if failures.is_empty() {
         return String::new();

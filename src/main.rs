@@ -4,29 +4,6 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use deployr::cli::Cli;
-use deployr::error::Error;
-
-/// The exit codes of the design, in one place.
-fn exit_code(error: &Error) -> u8 {
-    match error {
-        Error::StepFailed(_)
-        | Error::CheckFailed { .. }
-        | Error::Refused(_)
-        | Error::Unrecorded { .. }
-        | Error::Io(_) => 1,
-        Error::Deployfile(_)
-        | Error::Selection(_)
-        | Error::Usage(_)
-        | Error::Quote(_)
-        | Error::InvalidRef(_)
-        | Error::InvalidRelease(_) => 2,
-        Error::Connect(_) => 3,
-        Error::Locked { .. } | Error::HolderAlive(_) => 4,
-        Error::RolledBack { .. } => 5,
-        Error::Diverged { .. } => 7,
-        Error::Interrupted(signal) => 128 + signal.number() as u8,
-    }
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -43,7 +20,7 @@ fn main() -> ExitCode {
         Err(failed) => {
             let message = failed.message();
             eprintln!("error: {message}");
-            (exit_code(&failed.error), Some(message))
+            (failed.error.exit_code(), Some(message))
         }
     };
     if json {

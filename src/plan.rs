@@ -221,6 +221,15 @@ pub fn local_values(
     values
 }
 
+/// An `[[on_success]]` or `[[on_failure]]` step, with the values of the command that ended.
+pub fn hook(
+    deployfile: &Deployfile,
+    step: &Step,
+    values: &Values,
+) -> Result<PlannedStep, QuoteError> {
+    local_step(deployfile, step, values)
+}
+
 /// A local step: once, on this machine, in the deployfile's directory.
 fn local_step(
     deployfile: &Deployfile,

@@ -168,3 +168,46 @@ fn history_flags_hosts_whose_records_disagree() {
     run.expect_code(0);
     assert!(run.stdout.contains("! web3 disagrees"), "{}", run.stdout);
 }
+
+#[test]
+fn hooks_run_once_after_the_command_and_never_change_its_exit_code() {
+    let d = setup(
+        "",
+        "[healthcheck]\nrun = \"test ! -e {{deploy_to}}/unhealthy\"\nattempts = 1\ninterval = \"1s\"\ntimeout = \"5s\"\n\n\
+         [[on_success]]\nname = \"chat\"\nrun = \"echo \\\"ok {{command}} {{release}} {{commit}} $DEPLOYR_RESULT {{exit_code}}\\\" >> hooks.log\"\n\n\
+         [[on_failure]]\nname = \"page\"\nrun = \"echo \\\"failed {{command}} {{result}} {{exit_code}} {{error}}\\\" >> hooks.log\"\n\n\
+         [[on_failure]]\nname = \"broken\"\nrun = \"exit 3\"\n",
+    );
+    let log = d.fleet.dir.path().join("hooks.log");
+    let lines = || -> Vec<String> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    d.deployr(&["deploy"]).expect_code(0);
+    let release = d.currents()[0].clone();
+    let commit = d.repo.git(&["rev-parse", "HEAD"]);
+    assert_eq!(
+        lines(),
+        [format!("ok deploy {release} {commit} ok 0")],
+        "on_success ran once, on_failure not at all"
+    );
+    d.repo.commit("2");
+    std::fs::write(d.fleet.hosts[2].deploy_to.join("unhealthy"), "").unwrap();
+    let run = d.deployr(&["deploy"]);
+    run.expect_code(5);
+    assert!(run.all().contains("hook `broken` failed"), "{}", run.all());
+    let all = lines();
+    assert_eq!(all.len(), 2, "on_failure ran once, not per host: {all:?}");
+    assert_eq!(
+        all[1],
+        "failed deploy failed 5 step healthcheck failed on web3: exit status 1"
+    );
+    let dry = d.deployr(&["--dry-run", "deploy"]);
+    dry.expect_code(0);
+    assert!(dry.stdout.contains("chat"), "{}", dry.stdout);
+    assert!(dry.stdout.contains("page"), "{}", dry.stdout);
+    assert_eq!(lines().len(), 2, "a dry run runs no hook");
+}

@@ -22,6 +22,7 @@ use crate::plan::{self, Plan, PlannedStep, ReleaseInfo};
 use crate::release::{self, HostState};
 use crate::report::{self, EventKind, Events, Masker, Reporter, Style, Verbosity};
 use crate::run::{self, HostResult};
+use crate::template::Values;
 use crate::transport::{Cancel, Connection, Signal};
 
 /// A command's error, with what is needed to show it without leaking secrets.
@@ -127,6 +128,63 @@ impl Context {
             command,
             hosts,
             deployfile,
+        })
+    }
+
+    /// What a hook's `{{...}}` and `DEPLOYR_*` say: the local values, the release the command
+    /// was about (empty where it never got that far), and how the command ended.
+    fn hook_values(&self, subject: Option<&Subject>, ending: &Ending, exit_code: u8) -> Values {
+        let previous = subject.and_then(|s| s.previous.iter().flatten().next().map(String::as_str));
+        let mut values = plan::local_values(
+            &self.deployfile,
+            &self.timestamp,
+            subject.map(|s| (&s.info, previous)),
+        );
+        if subject.is_none() {
+            for name in ["release", "commit", "ref", "previous_release"] {
+                values.set(name, "");
+            }
+        }
+        values.set("command", &self.command);
+        values.set("result", ending.result.as_str());
+        values.set("error", self.masker.mask(&ending.describe()));
+        values.set("exit_code", exit_code.to_string());
+        values
+    }
+
+    /// `--dry-run`: the hooks a command would run, with stand-ins for how it ends.
+    fn print_hooks(&self) -> Result<(), Error> {
+        let deployfile = &self.deployfile;
+        let mut steps = Vec::new();
+        for (hooks, result) in [
+            (&deployfile.on_success, history::Outcome::Ok),
+            (&deployfile.on_failure, history::Outcome::Failed),
+        ] {
+            let ending = Ending {
+                result,
+                failure: (result != history::Outcome::Ok)
+                    .then(|| ("<step>".into(), "<host>".into(), "<what failed>".into())),
+            };
+            let subject = Subject {
+                info: ReleaseInfo {
+                    release: "<release>".into(),
+                    commit: "<commit>".into(),
+                    reference: "<ref>".into(),
+                },
+                previous: vec![Some("<previous release>".into())],
+            };
+            let code = if result == history::Outcome::Ok { 0 } else { 1 };
+            let values = self.hook_values(Some(&subject), &ending, code);
+            for step in hooks {
+                steps.push(plan::hook(deployfile, step, &values)?);
+            }
+        }
+        if steps.is_empty() {
+            return Ok(());
+        }
+        self.print_plan(&Plan {
+            hosts: self.hosts.clone(),
+            steps,
         })
     }
 
@@ -236,6 +294,28 @@ impl Ending {
                 failure: Some((String::new(), String::new(), other.to_string())),
             },
         }
+    }
+
+    /// For `{{error}}`: which step failed on which host and how, or what stopped the command.
+    /// Hooks paste it into shell commands (`curl -d "{{error}}"`), so it keeps only characters
+    /// that mean nothing to a shell inside quotes; anything else becomes `_`.
+    fn describe(&self) -> String {
+        let text = match &self.failure {
+            None => String::new(),
+            Some((step, host, what)) if !step.is_empty() => {
+                format!("step {step} failed on {host}: {what}")
+            }
+            Some((_, _, what)) => what.lines().next().unwrap_or_default().to_string(),
+        };
+        text.chars()
+            .map(|c| {
+                if c.is_alphanumeric() || " -_.,:/()=@+%#".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
     }
 
     /// The same command's record on a host that went back to what it served before.
@@ -445,6 +525,40 @@ impl<'a> Session<'a> {
         .to_line()
     }
 
+    /// Runs `[[on_success]]` or `[[on_failure]]` once, on this machine, after the command
+    /// ended; a hook that fails is reported and changes nothing else.
+    async fn hooks(&self, ending: &Ending, exit_code: u8) {
+        let context = self.context;
+        let deployfile = &context.deployfile;
+        let steps = match ending.result {
+            history::Outcome::Ok => &deployfile.on_success,
+            _ => &deployfile.on_failure,
+        };
+        if steps.is_empty() {
+            return;
+        }
+        let subject = self.subject.lock().expect("subject").clone();
+        let values = context.hook_values(subject.as_ref(), ending, exit_code);
+        for step in steps {
+            let planned = match plan::hook(deployfile, step, &values) {
+                Ok(planned) => planned,
+                Err(error) => {
+                    self.notice(format!("warning: cannot run hook `{}`: {error}", step.name));
+                    continue;
+                }
+            };
+            let results = self.step_to_the_end(&planned).await;
+            if let Err(failures) = run::failures(self.hosts(), &planned, &results) {
+                for failure in failures {
+                    self.notice(format!(
+                        "warning: hook `{}` failed ({}); the command's exit code stays {exit_code}",
+                        failure.step, failure.outcome
+                    ));
+                }
+            }
+        }
+    }
+
     /// Gives back this invocation's locks; runs even after Ctrl-C. With `ending`, each host
     /// that has no record of this command yet gets one in the same round trip.
     async fn unlock(&self, ending: Option<&Ending>) {
@@ -499,6 +613,11 @@ impl Context {
                 self.set_busy("releasing the deploy lock");
                 let ending = self.changes_hosts().then(|| Ending::of(&result));
                 session.unlock(ending.as_ref()).await;
+                if let Some(ending) = &ending {
+                    self.set_busy("running the hooks");
+                    let exit_code = result.as_ref().err().map_or(0, Error::exit_code);
+                    session.hooks(ending, exit_code).await;
+                }
                 session.close().await;
                 result
             }
@@ -547,6 +666,7 @@ pub async fn main(cli: Cli) -> Result<(), Failed> {
             error,
             masker: Masker::default(),
         })?;
+    let changes_hosts = context.changes_hosts();
     let result = match &cli.command {
         Command::Run { task } => task::run(&context, task).await,
         Command::Check => check::run(&context).await,
@@ -563,6 +683,10 @@ pub async fn main(cli: Cli) -> Result<(), Failed> {
         Command::Unlock { force } => status::unlock(&context, *force).await,
         Command::History { count } => status::history(&context, *count).await,
         Command::Init | Command::Completions { .. } => Ok(()),
+    };
+    let result = match result {
+        Ok(()) if context.dry_run && changes_hosts => context.print_hooks(),
+        other => other,
     };
     result.map_err(|error| Failed {
         error,

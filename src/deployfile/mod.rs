@@ -31,6 +31,9 @@ pub struct Deployfile {
     pub activate: Vec<ActivateStep>,
     pub healthcheck: Option<Healthcheck>,
     pub tasks: Vec<Task>,
+    /// Local steps run once after a command that changes hosts succeeded, or failed.
+    pub on_success: Vec<Step>,
+    pub on_failure: Vec<Step>,
     /// Hosts worked on at once.
     pub concurrency: usize,
     /// The `[vars]` that use no host's value: the only ones a local step can use.
@@ -182,12 +185,17 @@ enum Scope {
     Release,
     /// A local step or the build: no host's values, and the release's only if `release`.
     Local { release: bool },
+    /// `[[on_success]]` and `[[on_failure]]`: a local step that also knows how the command
+    /// ended.
+    Hook,
 }
 
 /// What a local step knows: nothing that belongs to one host.
 pub const LOCAL_VARIABLES: &[&str] = &["app", "timestamp"];
 /// What a local step knows about the release it works on.
 pub const LOCAL_RELEASE_VARIABLES: &[&str] = &["release", "commit", "ref", "previous_release"];
+/// What a hook knows about the command that ended.
+pub const HOOK_VARIABLES: &[&str] = &["command", "result", "error", "exit_code"];
 
 struct Validator<'a> {
     path: &'a Path,
@@ -307,7 +315,11 @@ impl Validator<'_> {
                 }
             })
             .collect();
+        let on_success = self.hooks(raw.on_success, "on_success", &hosts);
+        let on_failure = self.hooks(raw.on_failure, "on_failure", &hosts);
         Deployfile {
+            on_success,
+            on_failure,
             path: self.path.to_path_buf(),
             app,
             source,
@@ -797,6 +809,33 @@ impl Validator<'_> {
             .collect()
     }
 
+    /// `[[on_success]]` / `[[on_failure]]`: local steps, whether or not they say `local = true`.
+    fn hooks(&mut self, raw: Vec<S<RawStep>>, section: &str, hosts: &[Host]) -> Vec<Step> {
+        self.unique_names(&raw, section);
+        raw.into_iter()
+            .enumerate()
+            .map(|(index, step)| {
+                let span = step.span();
+                let inner = step.get_ref();
+                if inner.switch.is_some() {
+                    self.error(span.clone(), format!("`switch` belongs in [[activate]], not [[{section}]]"), None);
+                }
+                if let Some(local) = &inner.local
+                    && !*local.get_ref()
+                {
+                    self.error(
+                        local.span(),
+                        format!("[[{section}]] steps run once, on this machine: `local = false` is not possible here"),
+                        Some("leave `local` out".into()),
+                    );
+                }
+                let mut step = step.into_inner();
+                step.local = None;
+                self.step(S::new(span, step), index, section, hosts, Scope::Hook)
+            })
+            .collect()
+    }
+
     /// Step names label every output line and the summary, so two steps may not share one.
     fn unique_names(&mut self, steps: &[S<RawStep>], section: &str) {
         let names: Vec<&S<String>> = steps
@@ -834,20 +873,21 @@ impl Validator<'_> {
             Some(name) => self.nonempty(name, "name"),
             None => format!("{section}-{}", index + 1),
         };
-        let local = raw.local.as_ref().is_some_and(|local| *local.get_ref());
-        let scope = if local {
-            if raw.roles.is_some() || raw.once || raw.concurrency.is_some() {
-                self.error(
-                    span.clone(),
-                    format!("step `{name}` is local: it runs once, on this machine, so it takes no `roles`, `once` or `concurrency`"),
-                    None,
-                );
-            }
-            Scope::Local {
+        let hook = matches!(scope, Scope::Hook);
+        let local = hook || raw.local.as_ref().is_some_and(|local| *local.get_ref());
+        if local && (raw.roles.is_some() || raw.once || raw.concurrency.is_some()) {
+            self.error(
+                span.clone(),
+                format!("step `{name}` is local: it runs once, on this machine, so it takes no `roles`, `once` or `concurrency`"),
+                None,
+            );
+        }
+        let scope = match scope {
+            Scope::Hook => Scope::Hook,
+            _ if local => Scope::Local {
                 release: matches!(scope, Scope::Release),
-            }
-        } else {
-            scope
+            },
+            scope => scope,
         };
         let command = match &raw.run {
             Some(run) => self.template(run, scope, hosts),
@@ -938,8 +978,20 @@ impl Validator<'_> {
     }
 
     fn template(&mut self, value: &S<String>, scope: Scope, hosts: &[Host]) -> Template {
-        if let Scope::Local { release } = scope {
-            return self.local_template(value, release);
+        match scope {
+            Scope::Local { release: false } => return self.local_template(value, &[]),
+            Scope::Local { release: true } => {
+                return self.local_template(value, LOCAL_RELEASE_VARIABLES);
+            }
+            Scope::Hook => {
+                let known: Vec<&str> = LOCAL_RELEASE_VARIABLES
+                    .iter()
+                    .chain(HOOK_VARIABLES)
+                    .copied()
+                    .collect();
+                return self.local_template(value, &known);
+            }
+            Scope::Base | Scope::Release => {}
         }
         let template = self.parse_template(value);
         let mut known: Vec<&str> = BASE_VARIABLES.to_vec();
@@ -993,14 +1045,12 @@ impl Validator<'_> {
         template
     }
 
-    /// A command run on this machine: it may use the release's values and the `[vars]` that
-    /// need no host, never a host's own values.
-    fn local_template(&mut self, value: &S<String>, release: bool) -> Template {
+    /// A command run on this machine: it may use `extra` (the release's values, how a command
+    /// ended) and the `[vars]` that need no host, never a host's own values.
+    fn local_template(&mut self, value: &S<String>, extra: &[&str]) -> Template {
         let template = self.parse_template(value);
         let mut known: Vec<&str> = LOCAL_VARIABLES.to_vec();
-        if release {
-            known.extend(LOCAL_RELEASE_VARIABLES);
-        }
+        known.extend(extra);
         let local_vars = self.local_vars.clone();
         for (variable, offset) in template.variables() {
             if known.contains(&variable) || local_vars.iter().any(|v| v == variable) {

@@ -35,6 +35,10 @@ pub struct RawDeployfile {
     pub healthcheck: Option<S<RawHealthcheck>>,
     #[serde(default)]
     pub tasks: Ordered<S<RawTask>>,
+    #[serde(default)]
+    pub on_success: Vec<S<RawStep>>,
+    #[serde(default)]
+    pub on_failure: Vec<S<RawStep>>,
     /// Never filled: `stage::select` takes `[stages]` out first. Named here so that a misspelt
     /// `[stage.production]` is answered with "did you mean `stages`?".
     #[serde(rename = "stages")]
