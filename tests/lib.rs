@@ -9,6 +9,7 @@ mod local_steps;
 mod output;
 mod releases;
 mod run;
+mod secrets;
 mod ssh;
 mod stages;
 mod upload;

@@ -549,14 +549,9 @@ pub fn milliseconds(duration: Duration) -> String {
 pub fn dry_run(plan: &Plan, masker: &Masker, out: &mut dyn Write) -> std::io::Result<()> {
     for step in &plan.steps {
         if let Some(script) = &step.local {
-            for line in script.lines() {
-                writeln!(
-                    out,
-                    "{} {} $ {}",
-                    crate::plan::LOCAL,
-                    step.name,
-                    masker.mask(line)
-                )?;
+            // Masked whole, so that a multi-line secret shows as one `***`.
+            for line in masker.mask(script).lines() {
+                writeln!(out, "{} {} $ {line}", crate::plan::LOCAL, step.name)?;
             }
             continue;
         }
@@ -574,8 +569,8 @@ pub fn dry_run(plan: &Plan, masker: &Masker, out: &mut dyn Write) -> std::io::Re
                 writeln!(out, "{host} {} $ sftp put {from} {to}", step.name)?;
                 continue;
             }
-            for line in run.script.lines() {
-                writeln!(out, "{host} {} $ {}", step.name, masker.mask(line))?;
+            for line in masker.mask(&run.script).lines() {
+                writeln!(out, "{host} {} $ {line}", step.name)?;
             }
         }
     }
@@ -605,7 +600,11 @@ mod tests {
     fn masks_every_line_of_a_multi_line_secret_wherever_it_is() {
         let masker = Masker::new(vec![PEM.into()]);
         assert_eq!(masker.mask(PEM), "***");
-        for line in PEM.lines().map(str::trim).filter(|l| l.len() >= MIN_SECRET_LEN) {
+        for line in PEM
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.len() >= MIN_SECRET_LEN)
+        {
             let masked = masker.mask(&format!("key: {line} (seen)"));
             assert_eq!(masked, "key: *** (seen)", "{line}");
         }
