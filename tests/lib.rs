@@ -2,6 +2,7 @@
 
 mod support;
 
+mod containment;
 mod deployfile_errors;
 mod example;
 mod faults;
