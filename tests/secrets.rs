@@ -181,7 +181,7 @@ fn argv_holding(secret: &str) -> Vec<String> {
 }
 
 #[test]
-fn a_secret_is_in_no_process_argv_while_a_local_step_holding_it_runs() {
+fn a_secret_is_in_no_process_argv_while_a_local_or_remote_step_holding_it_runs() {
     let secret = "argv-secret-8d1f2c";
     // The scan sees a process that does hold the secret in its argv.
     let mut holder = Command::new("sh")
@@ -205,7 +205,7 @@ fn a_secret_is_in_no_process_argv_while_a_local_step_holding_it_runs() {
     let fleet = Fleet::start(1);
     let dir = fleet.dir.path();
     let (started, go) = (dir.join("started"), dir.join("go"));
-    // A local step, and the same script on an `address = "local"` host.
+    // A local step, and the same script on an `address = "local"` host and on an SSH host.
     let hold = format!(
         "[ \\\"$TOKEN\\\" = {secret} ] || exit 9; touch {started}; i=0; while [ ! -e {go} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; rm -f {started}",
         started = started.display(),
@@ -227,7 +227,14 @@ fn a_secret_is_in_no_process_argv_while_a_local_step_holding_it_runs() {
             dir.join("here").display()
         ),
     );
-    for file in [local_step, local_host] {
+    // And on an SSH host (here, so its processes are in this /proc too).
+    let remote = fleet.write(
+        "remote.toml",
+        &std::fs::read_to_string(&local_step)
+            .unwrap()
+            .replace("local = true\n", ""),
+    );
+    for file in [local_step, local_host, remote] {
         let _ = std::fs::remove_file(&go);
         let started_at = Instant::now();
         let child = fleet
