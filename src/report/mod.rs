@@ -154,6 +154,11 @@ impl Masker {
             if let Ok(quoted) = shlex::try_quote(&secret) {
                 masked.push(quoted.into_owned());
             }
+            // `echo $X` without quotes drops the whitespace around a value.
+            let trimmed = secret.trim();
+            if trimmed != secret && trimmed.chars().count() >= MIN_SECRET_LEN {
+                masked.push(trimmed.to_string());
+            }
             if secret.contains('\n') {
                 for line in secret.lines().map(str::trim).filter(|l| !l.is_empty()) {
                     if line.chars().count() >= MIN_SECRET_LEN {
@@ -609,6 +614,12 @@ mod tests {
             assert_eq!(masked, "key: *** (seen)", "{line}");
         }
         assert_eq!(masker.mask("b3BlbnNzaC1rZXktdjEAAAAA"), "***");
+    }
+
+    #[test]
+    fn masks_a_secret_without_the_whitespace_around_it() {
+        let masker = Masker::new(vec!["  padded-secret ".into()]);
+        assert_eq!(masker.mask("token=padded-secret;"), "token=***;");
     }
 
     #[test]
