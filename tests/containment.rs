@@ -39,6 +39,33 @@ fn two_apps_of_one_name_from_two_repos_prepared_at_once_each_get_their_own_commi
         upload_to(&fleet, 2, &a, "a3.toml"),
     ];
     let cache = fleet.dir.path().join("cache");
+    // A git that pauses before fetching and resolving, as a slow network and disk would: the
+    // moments where two prepares sharing a mirror would take each other's branch.
+    let slow = fleet.dir.path().join("slow-git");
+    std::fs::create_dir_all(&slow).unwrap();
+    let real_git = std::process::Command::new("sh")
+        .args(["-c", "command -v git"])
+        .output()
+        .unwrap();
+    let real_git = String::from_utf8(real_git.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    std::fs::write(
+        slow.join("git"),
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" fetch \"*|*\" rev-parse \"*|*\" clone \"*) sleep 0.2 ;; esac\nexec {real_git} \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(slow.join("git")).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(slow.join("git"), permissions).unwrap();
+    let path = format!(
+        "{}:{}",
+        slow.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     for round in 0..4 {
         let a_version = format!("a-{round}");
         let b_version = format!("b-{round}");
@@ -49,6 +76,7 @@ fn two_apps_of_one_name_from_two_repos_prepared_at_once_each_get_their_own_commi
                 fleet
                     .command(&["-f", file.to_str().unwrap(), "--no-progress", "prepare"])
                     .env("XDG_CACHE_HOME", &cache)
+                    .env("PATH", &path)
                     .stdout(std::process::Stdio::piped())
                     .stderr(std::process::Stdio::piped())
                     .spawn()
