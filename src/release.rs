@@ -411,8 +411,7 @@ echo {commit} > releases/{release}/REVISION || exit 1
 /// fine: `rm -rf` removes the link, not what it points to.
 fn link_shared_script(host: &Host, app: &App, release: &str) -> Result<String, QuoteError> {
     let mut script = format!(
-        "r=$(cd releases/{} && pwd -P) || exit 1
-",
+        "r=$(cd releases/{} && pwd -P) || exit 1\n",
         quote(release, "the release")?
     );
     for path in app.shared_dirs.iter().chain(&app.shared_files) {
