@@ -202,4 +202,28 @@ fn a_repo_symlink_out_of_the_release_under_a_shared_dir_is_refused_and_touches_n
         assert_eq!(link, host.deploy_to.join("shared/public/uploads"));
     }
     assert_untouched(&outside);
+
+    // The same for a shared file behind a link out of the release.
+    std::os::unix::fs::symlink(&outside, d.repo.path.join("conf")).unwrap();
+    d.repo.git(&["add", "conf"]);
+    d.repo.git(&["commit", "-q", "-m", "conf elsewhere"]);
+    for host in &d.fleet.hosts {
+        std::fs::create_dir_all(host.deploy_to.join("shared/conf")).unwrap();
+        std::fs::write(host.deploy_to.join("shared/conf/app.env"), "A=1\n").unwrap();
+    }
+    let files = d.fleet.write(
+        "files.toml",
+        &std::fs::read_to_string(&d.file).unwrap().replace(
+            "shared_dirs = [\"public/uploads\"]",
+            "shared_files = [\"conf/app.env\"]",
+        ),
+    );
+    let run = d
+        .fleet
+        .deployr(&["-f", files.to_str().unwrap(), "--no-progress", "prepare"]);
+    run.expect_code(1);
+    let named = format!("/conf in the release is a symlink to {}", outside.display());
+    assert!(run.stdout.contains(&named), "{}", run.all());
+    assert!(!outside.join("app.env").exists());
+    assert_untouched(&outside);
 }
