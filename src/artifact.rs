@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 /// Where this machine keeps the mirror, the build directory and the packed artifacts of one
-/// app: `$XDG_CACHE_HOME/deployr/<app>` (or `~/.cache/deployr/<app>`), outside the project so
-/// a build never sees deployr's own files.
+/// app built from one repository: `$XDG_CACHE_HOME/deployr/<app>-<hash of the repo URL>` (or
+/// `~/.cache/deployr/…`), outside the project so a build never sees deployr's own files. Two
+/// apps that share a name but not a repository never share a mirror or a build; one deployr at
+/// a time works in a workspace ([`Workspace::lock`]).
 #[derive(Debug, Clone)]
 pub struct Workspace {
     root: PathBuf,
@@ -24,16 +26,73 @@ pub struct Artifact {
     pub size: u64,
 }
 
+/// This process's hold on a workspace; the lock goes with the file, when this is dropped or
+/// the process dies.
+#[derive(Debug)]
+pub struct WorkspaceLock {
+    _file: std::fs::File,
+}
+
 impl Workspace {
-    pub fn for_app(app: &str) -> Workspace {
+    pub fn new(app: &str, repo: &str) -> Workspace {
         let cache = std::env::var_os("XDG_CACHE_HOME")
             .filter(|dir| !dir.is_empty())
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
             .unwrap_or_else(std::env::temp_dir);
+        let repo_key = hex(&Sha256::digest(repo.as_bytes()));
         Workspace {
-            root: cache.join("deployr").join(sanitize(app)),
+            root: cache
+                .join("deployr")
+                .join(format!("{}-{}", sanitize(app), &repo_key[..16])),
         }
+    }
+
+    /// Takes the workspace for this process if no other deployr holds it (`None` if one does),
+    /// then removes what a deployr killed while working here left behind: build directories
+    /// and partly written artifacts. Every use of the mirror, the build directory and the
+    /// artifacts happens under this lock, so whatever is there once it is taken is stale.
+    pub fn try_lock(&self) -> io::Result<Option<WorkspaceLock>> {
+        std::fs::create_dir_all(&self.root)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join("lock"))?;
+        // SAFETY: flock(2) on a descriptor this function owns; it takes no pointers.
+        let taken = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        if taken != 0 {
+            let error = io::Error::last_os_error();
+            return match error.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => Ok(None),
+                _ => Err(error),
+            };
+        }
+        self.remove_leftovers()?;
+        Ok(Some(WorkspaceLock { _file: file }))
+    }
+
+    fn remove_leftovers(&self) -> io::Result<()> {
+        for entry in std::fs::read_dir(&self.root)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with("build-") {
+                remove_any(&entry.path())?;
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(self.root.join("artifacts")) {
+            for entry in entries {
+                let entry = entry?;
+                if entry.file_name().to_string_lossy().ends_with(".part") {
+                    remove_any(&entry.path())?;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -84,6 +143,23 @@ impl Workspace {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// `relative` under `root`, refused if any part of it is a symlink: what is packed must be the
+/// build's own files, never a directory elsewhere on this machine that a link points to.
+pub fn inside(root: &Path, relative: &str) -> Result<PathBuf, String> {
+    let mut path = root.to_path_buf();
+    for part in Path::new(relative).components() {
+        path.push(part);
+        if let Ok(target) = std::fs::read_link(&path) {
+            return Err(format!(
+                "refusing to pack `{relative}`: {} in the build is a symlink to {}, outside what was built",
+                path.strip_prefix(root).unwrap_or(&path).display(),
+                target.display()
+            ));
+        }
+    }
+    Ok(path)
 }
 
 /// What distinguishes two builds of one commit: the command, what is shipped, and from where.
@@ -181,6 +257,15 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// Removes a file, a symlink (not what it points to) or a directory tree.
+fn remove_any(path: &Path) -> io::Result<()> {
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+}
+
 /// An app name as one safe path component.
 fn sanitize(name: &str) -> String {
     name.chars()
@@ -229,6 +314,54 @@ mod tests {
         let first = pack(&one, 1, &dir.path().join("1.tar.gz")).unwrap();
         let second = pack(&two, 1, &dir.path().join("2.tar.gz")).unwrap();
         assert_ne!(first.sha256, second.sha256);
+    }
+
+    #[test]
+    fn an_artifact_directory_reached_through_a_symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (build, elsewhere) = (dir.path().join("build"), dir.path().join("elsewhere"));
+        std::fs::create_dir_all(elsewhere.join("dist")).unwrap();
+        std::fs::create_dir_all(build.join("real/dist")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, build.join("out")).unwrap();
+        let refused = inside(&build, "out/dist").unwrap_err();
+        assert!(
+            refused.contains("out in the build is a symlink"),
+            "{refused}"
+        );
+        assert_eq!(
+            inside(&build, "real/dist").unwrap(),
+            build.join("real/dist")
+        );
+    }
+
+    #[test]
+    fn a_second_lock_waits_and_leftovers_are_removed_once_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = Workspace {
+            root: dir.path().to_path_buf(),
+        };
+        std::fs::create_dir_all(dir.path().join("build-999/x")).unwrap();
+        std::fs::create_dir_all(dir.path().join("artifacts")).unwrap();
+        std::fs::write(dir.path().join("artifacts/a.gz.999.part"), "half").unwrap();
+        std::fs::write(dir.path().join("artifacts/b.tar.gz"), "whole").unwrap();
+        let held = workspace.try_lock().unwrap().expect("free");
+        assert!(!dir.path().join("build-999").exists());
+        assert!(!dir.path().join("artifacts/a.gz.999.part").exists());
+        assert!(dir.path().join("artifacts/b.tar.gz").exists());
+        assert!(workspace.try_lock().unwrap().is_none(), "taken twice");
+        drop(held);
+        assert!(workspace.try_lock().unwrap().is_some());
+    }
+
+    #[test]
+    fn two_repositories_of_one_app_name_get_two_workspaces() {
+        let one = Workspace::new("shop", "git@example.com:a/shop.git");
+        let two = Workspace::new("shop", "git@example.com:b/shop.git");
+        assert_ne!(one.root(), two.root());
+        assert_eq!(
+            one.root(),
+            Workspace::new("shop", "git@example.com:a/shop.git").root()
+        );
     }
 
     #[test]

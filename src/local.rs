@@ -1,4 +1,7 @@
-//! `address = "local"`: the same scripts run with `sh -c` on this machine, no SSH involved.
+//! `address = "local"`, local steps and the build: the same scripts run by `sh` on this machine,
+//! no SSH involved. A script holds the exported `[env]`, secrets included, so it never goes into
+//! `sh`'s arguments (`/proc/PID/cmdline` is readable by every local user): `sh` finds it in its
+//! environment (`/proc/PID/environ` is readable only by its owner), takes it out and runs it.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -20,10 +23,17 @@ pub struct Running {
     err_open: bool,
 }
 
+/// The variable that carries the script to `sh`; unset before the script runs, so that the
+/// commands it starts do not inherit it.
+const SCRIPT_VARIABLE: &str = "DEPLOYR_SCRIPT";
+
 pub fn start(script: &str, with_stdin: bool) -> Result<Running, Outcome> {
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg(script)
+        .arg(format!(
+            "deployr_script=${SCRIPT_VARIABLE}; unset {SCRIPT_VARIABLE}; eval \"$deployr_script\""
+        ))
+        .env(SCRIPT_VARIABLE, script)
         .stdin(if with_stdin {
             Stdio::piped()
         } else {

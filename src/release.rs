@@ -445,8 +445,31 @@ echo {commit} > releases/{release}/REVISION || exit 1
 }
 
 /// Links `shared_dirs` and `shared_files` from `shared/` into a new release directory.
+///
+/// The release's own files may hold symlinks (`public -> /var/www`); removing and linking
+/// `public/uploads` through one would act outside the release. So first, before anything is
+/// removed, every directory on the way to a shared path that is a symlink must resolve inside
+/// the release, or the host fails naming the link. A shared path that is itself a symlink is
+/// fine: `rm -rf` removes the link, not what it points to.
 fn link_shared_script(host: &Host, app: &App, release: &str) -> Result<String, QuoteError> {
-    let mut script = String::new();
+    let mut script = format!(
+        "r=$(cd releases/{} && pwd -P) || exit 1\n",
+        quote(release, "the release")?
+    );
+    for path in app.shared_dirs.iter().chain(&app.shared_files) {
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        for end in 1..parts.len() {
+            let link = quote(
+                &format!("releases/{release}/{}", parts[..end].join("/")),
+                "a shared path",
+            )?;
+            script.push_str(&format!(
+                "if [ -L {link} ]; then t=$(cd {link} 2>/dev/null && pwd -P); case \"$t/\" in \"$r\"/*) ;; *) \
+echo \"refusing to link the shared path \"{shared}\": \"{link}\" in the release is a symlink to $(readlink {link}), outside the release; nothing was removed\" >&2; exit 1 ;; esac; fi\n",
+                shared = quote(path, "a shared path")?,
+            ));
+        }
+    }
     for dir in &app.shared_dirs {
         let shared = quote(&format!("shared/{dir}"), "a shared dir")?;
         let linked = quote(&format!("releases/{release}/{dir}"), "a shared dir")?;

@@ -4,6 +4,7 @@ mod support;
 
 mod activation;
 mod bounds;
+mod containment;
 mod deployfile_errors;
 mod example;
 mod faults;
@@ -13,6 +14,7 @@ mod locks;
 mod output;
 mod releases;
 mod run;
+mod secrets;
 mod ssh;
 mod stages;
 mod upload;

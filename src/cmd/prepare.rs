@@ -12,7 +12,7 @@ use crate::transport::{Outcome, Stream};
 pub async fn command(context: &Context, reference: Option<&str>, force: bool) -> Result<(), Error> {
     if context.dry_run {
         let source = source(context)?;
-        let workspace = Workspace::for_app(&context.deployfile.app.name);
+        let workspace = Workspace::new(&context.deployfile.app.name, &source.repo);
         let info = ReleaseInfo {
             release: release::new_id(context.now),
             commit: "<commit of the ref>".into(),
@@ -92,8 +92,13 @@ pub async fn prepare(
     let deployfile = &context.deployfile;
     let hosts = &context.hosts;
     let source = source(context)?;
-    let workspace = Workspace::for_app(&deployfile.app.name);
+    let workspace = Workspace::new(&deployfile.app.name, &source.repo);
     let reference = reference_to_deploy(source, reference)?;
+    // Held from resolving the ref in the mirror until the artifact is uploaded.
+    let mut workspace_lock = match source.strategy {
+        Strategy::Upload { .. } => Some(lock_workspace(context, session, &workspace).await?),
+        Strategy::Git => None,
+    };
     let existing = states
         .iter()
         .flat_map(|s| s.releases.iter().map(|(id, _)| id.as_str()));
@@ -192,9 +197,16 @@ pub async fn prepare(
         &send_to,
         &previous,
     )?;
+    if send_to.is_empty() {
+        workspace_lock = None;
+    }
     for step in &steps {
         session.run(step).await?;
+        if step.upload.is_some() {
+            workspace_lock = None;
+        }
     }
+    drop(workspace_lock);
     session.notice(format!(
         "prepared {} ({} of {}) on {} host{}; `deployr activate` makes it live",
         info.release,
@@ -244,6 +256,42 @@ fn prepared_everywhere(states: &[HostState], commit: &str) -> Option<Prepared> {
     everywhere.then_some(first)
 }
 
+/// Takes this machine's workspace for the app and repository, waiting (until Ctrl-C) while
+/// another deployr builds in it.
+async fn lock_workspace(
+    context: &Context,
+    session: &Session<'_>,
+    workspace: &Workspace,
+) -> Result<artifact::WorkspaceLock, Error> {
+    let mut cancel = context.cancel.clone();
+    let mut told = false;
+    loop {
+        let attempt = workspace.try_lock().map_err(|error| {
+            Error::Io(std::io::Error::new(
+                error.kind(),
+                format!(
+                    "cannot lock the build cache {}: {error}",
+                    workspace.root().display()
+                ),
+            ))
+        })?;
+        if let Some(lock) = attempt {
+            return Ok(lock);
+        }
+        if !told {
+            session.notice(format!(
+                "waiting for another deployr working in the build cache {}",
+                workspace.root().display()
+            ));
+            told = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            _ = cancel.cancelled() => return Err(Error::Interrupted),
+        }
+    }
+}
+
 /// Runs the build in a clean export of the commit, then packs what it made.
 async fn build_and_pack(
     context: &Context,
@@ -263,23 +311,24 @@ async fn build_and_pack(
     let events = &session.events;
     events.step_started(LOCAL, &pack_step.name);
     let started = std::time::Instant::now();
-    let dir = workspace.build_dir().join(artifact_dir);
     let to = workspace.artifact_path(&info.commit, key);
-    let packed = if dir.is_dir() {
-        let build_dir = workspace.build_dir();
-        tokio::task::spawn_blocking(move || {
-            let packed = artifact::pack(&dir, mtime, &to);
-            let _ = std::fs::remove_dir_all(build_dir);
-            packed
-        })
-        .await
-        .map_err(|error| error.to_string())
-        .and_then(|packed| packed.map_err(|error| error.to_string()))
-    } else {
-        Err(format!(
+    let packed = match artifact::inside(&workspace.build_dir(), artifact_dir) {
+        Err(refused) => Err(refused),
+        Ok(dir) if dir.is_dir() => {
+            let build_dir = workspace.build_dir();
+            tokio::task::spawn_blocking(move || {
+                let packed = artifact::pack(&dir, mtime, &to);
+                let _ = std::fs::remove_dir_all(build_dir);
+                packed
+            })
+            .await
+            .map_err(|error| error.to_string())
+            .and_then(|packed| packed.map_err(|error| error.to_string()))
+        }
+        Ok(_) => Err(format!(
             "the build made no `{artifact_dir}` directory to ship (in {})",
             workspace.build_dir().display()
-        ))
+        )),
     };
     let outcome = match &packed {
         Ok(packed) => {

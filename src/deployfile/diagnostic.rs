@@ -5,6 +5,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::inventory::nearest;
+use crate::report::Masker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployfileError {
@@ -72,6 +73,55 @@ impl Diagnostic {
             help: None,
             source_line: String::new(),
             width: 0,
+        }
+    }
+}
+
+impl Diagnostic {
+    /// The same diagnostic with every secret masked, the caret still under what it marks.
+    fn masked(self, masker: &Masker) -> Diagnostic {
+        let chars: Vec<char> = self.source_line.chars().collect();
+        let start = self.column.saturating_sub(1).min(chars.len());
+        let end = (start + self.width).min(chars.len());
+        let piece =
+            |range: std::ops::Range<usize>| masker.mask(&chars[range].iter().collect::<String>());
+        let (before, marked, after) = (piece(0..start), piece(start..end), piece(end..chars.len()));
+        let joined = format!("{before}{marked}{after}");
+        let shown = masker.mask(&joined);
+        // A secret that straddles the caret's edge is masked in the whole line; the caret then
+        // stays where it was.
+        let (column, width) = if shown == joined {
+            (before.chars().count() + 1, marked.chars().count().max(1))
+        } else {
+            (self.column, self.width)
+        };
+        Diagnostic {
+            message: masker.mask(&self.message),
+            help: self.help.map(|help| masker.mask(&help)),
+            source_line: shown,
+            column: if self.line.is_some() {
+                column
+            } else {
+                self.column
+            },
+            width: if self.line.is_some() {
+                width
+            } else {
+                self.width
+            },
+            ..self
+        }
+    }
+}
+
+impl DeployfileError {
+    /// The error with every secret of the deployfile masked, before anyone sees it.
+    pub fn masked(self, masker: &Masker) -> DeployfileError {
+        match self {
+            DeployfileError::Invalid(diagnostics) => DeployfileError::Invalid(
+                diagnostics.into_iter().map(|d| d.masked(masker)).collect(),
+            ),
+            read => read,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod diagnostic;
 mod raw;
+mod secrets;
 mod stage;
 
 use std::ops::Range;
@@ -14,6 +15,7 @@ use raw::{RawDeployfile, RawEnvValue, RawSsh, RawStep, S};
 
 use crate::inventory::{Address, Host, HostKeyPolicy, Jump, SshSettings, nearest};
 use crate::refname;
+use crate::report::MIN_SECRET_LEN;
 use crate::ssh_config::{HostConfig, SshConfigFile};
 use crate::template::{BASE_VARIABLES, RELEASE_VARIABLES, Template};
 
@@ -76,7 +78,8 @@ pub enum Strategy {
 pub struct EnvVar {
     pub name: String,
     pub value: String,
-    /// Masked as `***` in every output. Always true for values taken from the local environment.
+    /// Masked as `***` in every output. True for values taken from the local environment unless
+    /// the deployfile says `secret = false`.
     pub secret: bool,
 }
 
@@ -129,6 +132,15 @@ impl Deployfile {
     }
 
     pub fn parse(
+        path: &Path,
+        text: &str,
+        stage: Option<&str>,
+    ) -> Result<Deployfile, DeployfileError> {
+        Deployfile::parse_unmasked(path, text, stage)
+            .map_err(|error| error.masked(&secrets::masker(text)))
+    }
+
+    fn parse_unmasked(
         path: &Path,
         text: &str,
         stage: Option<&str>,
@@ -502,9 +514,17 @@ impl Validator<'_> {
                 let (value, secret) = match value.get_ref() {
                     RawEnvValue::Plain(text) => (text.clone(), false),
                     RawEnvValue::Table(table) => match (&table.value, &table.from_env) {
-                        (Some(text), None) => (text.clone(), table.secret),
+                        (Some(text), None) => {
+                            let secret = table.secret.unwrap_or(false);
+                            self.secret_length(name, value, text, secret, "drop `secret = true`");
+                            (text.clone(), secret)
+                        }
                         (None, Some(variable)) => match std::env::var(variable) {
-                            Ok(text) => (text, true),
+                            Ok(text) => {
+                                let secret = table.secret.unwrap_or(true);
+                                self.secret_length(name, value, &text, secret, "add `secret = false`");
+                                (text, secret)
+                            }
                             Err(_) => {
                                 self.error(
                                     value.span(),
@@ -514,7 +534,7 @@ impl Validator<'_> {
                                     ),
                                     Some(format!("export {variable}=... before running deployr")),
                                 );
-                                (String::new(), true)
+                                (String::new(), table.secret.unwrap_or(true))
                             }
                         },
                         _ => {
@@ -523,7 +543,7 @@ impl Validator<'_> {
                                 format!("env.{} needs exactly one of `value` and `from_env`", name.get_ref()),
                                 None,
                             );
-                            (String::new(), table.secret)
+                            (String::new(), table.secret.unwrap_or(false))
                         }
                     },
                 };
@@ -534,6 +554,30 @@ impl Validator<'_> {
                 }
             })
             .collect()
+    }
+
+    /// Refuses a secret too short to mask (see [`MIN_SECRET_LEN`]). The line quoted with the
+    /// error shows the value masked as a string (`secrets::masker`).
+    fn secret_length(
+        &mut self,
+        name: &S<String>,
+        value: &S<RawEnvValue>,
+        text: &str,
+        secret: bool,
+        not_secret: &str,
+    ) {
+        if secret && text.trim().chars().count() < MIN_SECRET_LEN {
+            self.error(
+                value.span(),
+                format!(
+                    "env.{} is a secret shorter than {MIN_SECRET_LEN} characters, too short to be masked in output",
+                    name.get_ref()
+                ),
+                Some(format!(
+                    "use a longer secret, or {not_secret} if the value is not secret"
+                )),
+            );
+        }
     }
 
     fn vars(&mut self, entries: &[(S<String>, S<String>)]) -> Vec<(String, Template)> {

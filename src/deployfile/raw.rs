@@ -140,8 +140,8 @@ pub enum RawEnvValue {
 pub struct RawEnvTable {
     pub value: Option<String>,
     pub from_env: Option<String>,
-    #[serde(default)]
-    pub secret: bool,
+    /// Unset: a `value` is not secret, a value `from_env` is.
+    pub secret: Option<bool>,
 }
 
 #[derive(Deserialize)]
