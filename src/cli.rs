@@ -136,6 +136,14 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// What deploying REF would change: per commit the hosts serve now, the commits, the files,
+    /// and the files that [app] watch names. Changes nothing on the hosts, takes no lock.
+    #[command(after_help = "Examples:\n  deployr diff\n  deployr diff --ref v2.1.0 --json")]
+    Diff {
+        /// A branch, tag or commit (default: [source] ref).
+        #[arg(long = "ref", value_name = "REF")]
+        reference: Option<String>,
+    },
     /// Who deployed what, when, and how it ended: every selected host's history, merged into
     /// one timeline (one line per command; hosts whose records disagree are flagged).
     #[command(after_help = "Examples:\n  deployr history\n  deployr history -n 50 --json")]
@@ -172,6 +180,7 @@ impl Command {
             Command::Releases => "releases".into(),
             Command::Unlock { .. } => "unlock".into(),
             Command::History { .. } => "history".into(),
+            Command::Diff { .. } => "diff".into(),
             Command::Check => "check".into(),
             Command::Init => "init".into(),
             Command::Completions { .. } => "completions".into(),

@@ -7,6 +7,7 @@ pub mod artifact;
 pub mod cli;
 pub mod cmd;
 pub mod deployfile;
+pub mod diff;
 pub mod error;
 pub mod history;
 pub mod inventory;

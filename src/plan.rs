@@ -398,6 +398,31 @@ pub fn resolve(
     }
 }
 
+/// `deployr diff`: compares `live` with `target` where `resolve` fetched the repository: the
+/// first host's mirror (git), or this machine's (uploads).
+pub fn diff(
+    source: &Source,
+    hosts: &[Host],
+    workspace: &Workspace,
+    live: &str,
+    target: &str,
+) -> Result<PlannedStep, QuoteError> {
+    match source.strategy {
+        Strategy::Git => own_step("diff", hosts, [0], true, |_, host| {
+            release::diff_script(&format!("{}/repo", host.deploy_to), live, target)
+        }),
+        Strategy::Upload { .. } => Ok(PlannedStep {
+            capture: true,
+            local: Some(release::diff_script(
+                &workspace.mirror().to_string_lossy(),
+                live,
+                target,
+            )?),
+            ..PlannedStep::new("diff", Vec::new())
+        }),
+    }
+}
+
 /// The upload strategy's build: a clean export of the commit on this machine, and the `build`
 /// command run in it.
 pub fn build(

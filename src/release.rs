@@ -290,8 +290,12 @@ else printf 'lock_error=%s\n' "$e"; fi
 /// host) and releases the lock, only if it is still ours (`token` is in the owner line).
 pub fn unlock_script(host: &Host, token: &str, record: Option<&str>) -> Result<String, QuoteError> {
     let deploy_to = quote(&host.deploy_to, "deploy_to")?;
+    // A history that cannot be written (a full disk) must not keep the lock from going.
     let record = match record {
-        Some(record) => append_history(record)?,
+        Some(record) => format!(
+            "printf '%s\\n' {} >> .deployr/history || echo 'could not record this command in .deployr/history' >&2\n",
+            quote(record, "the history record")?
+        ),
         None => String::new(),
     };
     Ok(format!(
@@ -375,6 +379,28 @@ pub fn mirror_script(mirror: &str, repo: &str, wanted: Wanted) -> Result<String,
 else
   git clone --quiet --mirror {repo} {mirror} || exit 1
 fi{resolve}"#
+    ))
+}
+
+/// `deployr diff`: how `target` relates to `live` in the bare mirror at `mirror`, as
+/// `key=value` lines for [`crate::diff::parse`]: `relation=` (same, ahead, behind, diverged,
+/// or unknown when the mirror lacks the live commit), then `commit=` (what the target adds),
+/// `dropped=` (what going to it takes away), `stat=` and `file=` lines.
+pub fn diff_script(mirror: &str, live: &str, target: &str) -> Result<String, QuoteError> {
+    let mirror = quote(mirror, "the mirror")?;
+    let live = quote(live, "the live commit")?;
+    let target = quote(target, "the target commit")?;
+    Ok(format!(
+        r#"cd {mirror} || exit 1
+git cat-file -e {live}^{{commit}} 2>/dev/null || {{ echo relation=unknown; exit 0; }}
+if [ {live} = {target} ]; then echo relation=same; exit 0; fi
+if git merge-base --is-ancestor {live} {target}; then echo relation=ahead
+elif git merge-base --is-ancestor {target} {live}; then echo relation=behind
+else echo relation=diverged; fi
+git log --oneline {live}..{target} | sed 's/^/commit=/'
+git log --oneline {target}..{live} | sed 's/^/dropped=/'
+git diff --stat {live} {target} | sed 's/^/stat=/'
+git diff --name-only {live} {target} | sed 's/^/file=/'"#
     ))
 }
 

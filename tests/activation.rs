@@ -61,10 +61,10 @@ fn a_host_that_cannot_go_back_is_named_the_others_go_back_and_the_exit_is_7() {
     );
     assert!(d.locked().is_empty(), "{:?}", d.locked());
     for host in [0, 2] {
-        assert!(d.history(host).last().unwrap().contains(" rollback "));
+        assert_eq!(d.last_record(host), ("deploy".into(), "rolled-back".into()));
     }
     assert!(
-        !d.history(1).iter().any(|l| l.contains(" rollback ")),
+        !d.records(1).iter().any(|r| r["result"] == "rolled-back"),
         "no rollback is recorded where none happened: {:?}",
         d.history(1)
     );
@@ -166,9 +166,20 @@ fn activate_finishes_an_activation_whose_deployr_was_killed_after_the_switch() {
     );
     assert_eq!(d.migrations(), 2, "migrate is not run again");
     for host in 0..3 {
-        let last = d.history(host).last().cloned().unwrap_or_default();
-        assert!(
-            last.contains(&format!(" activate {release} previous={before}")),
+        let last = d.records(host).pop().unwrap();
+        assert_eq!(
+            (
+                &last["command"],
+                &last["release"],
+                &last["previous"],
+                &last["result"]
+            ),
+            (
+                &"activate".into(),
+                &release.as_str().into(),
+                &before.as_str().into(),
+                &"ok".into()
+            ),
             "{last}"
         );
     }
@@ -184,9 +195,20 @@ fn rollback_undoes_an_activation_whose_deployr_was_killed_after_the_switch() {
     run.expect_code(0);
     assert_eq!(d.currents(), vec![before.clone(); 3]);
     for host in 0..3 {
-        let last = d.history(host).last().cloned().unwrap_or_default();
-        assert!(
-            last.contains(&format!(" rollback {before} previous={release}")),
+        let last = d.records(host).pop().unwrap();
+        assert_eq!(
+            (
+                &last["command"],
+                &last["release"],
+                &last["previous"],
+                &last["result"]
+            ),
+            (
+                &"rollback".into(),
+                &before.as_str().into(),
+                &release.as_str().into(),
+                &"ok".into()
+            ),
             "{last}"
         );
     }

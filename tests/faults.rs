@@ -155,7 +155,8 @@ fn failing_health_check_on_one_host_rolls_every_host_back() {
             host.name
         );
         assert!(
-            host.read(".deployr/history").contains(" rollback "),
+            host.read(".deployr/history")
+                .contains("\"result\":\"rolled-back\""),
             "{}",
             host.name
         );
@@ -350,7 +351,7 @@ fn switch_not_ready_on_one_host_switches_no_host_at_all() {
     for host in &d.fleet.hosts {
         let history = host.read(".deployr/history");
         assert!(
-            !history.contains(" rollback "),
+            !history.contains("rolled-back"),
             "{} was switched: {history}",
             host.name
         );

@@ -6,6 +6,7 @@ mod activation;
 mod bounds;
 mod containment;
 mod deployfile_errors;
+mod diff;
 mod example;
 mod faults;
 mod history;

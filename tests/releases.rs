@@ -200,7 +200,10 @@ fn rollback_returns_every_host_to_the_previous_release_or_the_given_one() {
     assert_eq!(d.currents(), first);
     let history = d.fleet.hosts[1].read(".deployr/history");
     assert_eq!(
-        history.lines().filter(|l| l.contains(" rollback ")).count(),
+        history
+            .lines()
+            .filter(|l| l.contains("\"command\":\"rollback\""))
+            .count(),
         2,
         "{history}"
     );

@@ -54,7 +54,7 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 fn a_pem_secret_never_appears_in_any_output_mode_or_file_on_the_hosts() {
     // The step prints the key at line starts and ends, on stdout and stderr, quoted, and its
     // length (proving that the step had it); it also keeps a copy of the lock owner it ran under.
-    let leak = r#"echo "len=${#DEPLOY_KEY}"; echo "$DEPLOY_KEY"; echo "$DEPLOY_KEY" >&2; echo "start:$DEPLOY_KEY:end"; echo "'$DEPLOY_KEY'" >&2; cp ../../.deployr/lock/owner lock-owner"#;
+    let leak = r#"echo "len=${#DEPLOY_KEY}"; echo "$DEPLOY_KEY"; echo "$DEPLOY_KEY" >&2; echo "start:$DEPLOY_KEY:end"; echo "'$DEPLOY_KEY'" >&2; readlink ../../.deployr/lock > lock-owner"#;
     let d = setup(
         "",
         &format!(

@@ -3,6 +3,7 @@
 
 mod activate;
 mod check;
+mod diff;
 mod init;
 mod prepare;
 mod status;
@@ -682,6 +683,7 @@ pub async fn main(cli: Cli) -> Result<(), Failed> {
         Command::Releases => status::releases(&context).await,
         Command::Unlock { force } => status::unlock(&context, *force).await,
         Command::History { count } => status::history(&context, *count).await,
+        Command::Diff { reference } => diff::command(&context, reference.as_deref()).await,
         Command::Init | Command::Completions { .. } => Ok(()),
     };
     let result = match result {

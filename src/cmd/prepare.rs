@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::plan::{self, LOCAL, Plan, PlannedStep, ReleaseInfo};
 use crate::refname;
 use crate::release::{self, HostState, Prepared};
-use crate::transport::{Outcome, Stream};
+use crate::transport::{Outcome, Signal, Stream};
 
 pub async fn command(context: &Context, reference: Option<&str>, force: bool) -> Result<(), Error> {
     if context.dry_run {
@@ -65,7 +65,7 @@ pub async fn command(context: &Context, reference: Option<&str>, force: bool) ->
         .await
 }
 
-fn source(context: &Context) -> Result<&Source, Error> {
+pub(super) fn source(context: &Context) -> Result<&Source, Error> {
     context.deployfile.source.as_ref().ok_or_else(|| {
         Error::Usage(format!(
             "{} has no [source]; prepare needs to know which repo to deploy",
@@ -74,7 +74,10 @@ fn source(context: &Context) -> Result<&Source, Error> {
     })
 }
 
-fn reference_to_deploy(source: &Source, reference: Option<&str>) -> Result<String, Error> {
+pub(super) fn reference_to_deploy(
+    source: &Source,
+    reference: Option<&str>,
+) -> Result<String, Error> {
     let reference = reference.unwrap_or(&source.reference);
     refname::validate(reference)?;
     Ok(reference.to_string())
@@ -107,33 +110,8 @@ pub async fn prepare(
         commit: String::new(),
         reference,
     };
-    let resolved = session
-        .run(&plan::resolve(
-            deployfile,
-            source,
-            hosts,
-            &workspace,
-            &info.reference,
-        )?)
-        .await?;
-    let printed: Vec<&str> = resolved
-        .first()
-        .map(|result| result.stdout.iter().map(|line| line.trim()).collect())
-        .unwrap_or_default();
-    let position = printed
-        .iter()
-        .position(|line| line.len() >= 40 && line.chars().all(|c| c.is_ascii_hexdigit()))
-        .ok_or_else(|| {
-            let on = match source.strategy {
-                Strategy::Git => hosts[0].name.as_str(),
-                Strategy::Upload { .. } => "this machine",
-            };
-            Error::Refused(format!(
-                "could not resolve {} to a commit on {on}",
-                info.reference
-            ))
-        })?;
-    info.commit = printed[position].to_string();
+    let resolved = resolve(context, session, source, &workspace, &info.reference).await?;
+    info.commit = resolved.commit;
     let previous: Vec<Option<String>> = states.iter().map(|state| state.current.clone()).collect();
     session.about(&info, &previous);
     let artifact = match &source.strategy {
@@ -148,10 +126,7 @@ pub async fn prepare(
                 ));
                 return Ok(prepared);
             }
-            let mtime = printed
-                .get(position + 1)
-                .and_then(|time| time.parse().ok())
-                .unwrap_or(0);
+            let mtime = resolved.time.unwrap_or(0);
             let build_text = build.as_ref().map(|b| b.source()).unwrap_or_default();
             let key = artifact::settings_key(build_text, artifact, source.repo_tree.as_deref());
             let packed = match workspace.cached(&info.commit, &key) {
@@ -245,6 +220,51 @@ fn release_steps(
     Ok(steps)
 }
 
+/// A ref resolved to one commit, and (with uploads) the commit's time.
+pub(super) struct Resolved {
+    pub commit: String,
+    pub time: Option<u64>,
+}
+
+/// Resolves `reference` to one commit: with git, in the first host's mirror (fetching it); with
+/// uploads, in this machine's.
+pub(super) async fn resolve(
+    context: &Context,
+    session: &Session<'_>,
+    source: &Source,
+    workspace: &Workspace,
+    reference: &str,
+) -> Result<Resolved, Error> {
+    let hosts = &context.hosts;
+    let resolved = session
+        .run(&plan::resolve(
+            &context.deployfile,
+            source,
+            hosts,
+            workspace,
+            reference,
+        )?)
+        .await?;
+    let printed: Vec<&str> = resolved
+        .first()
+        .map(|result| result.stdout.iter().map(|line| line.trim()).collect())
+        .unwrap_or_default();
+    let position = printed
+        .iter()
+        .position(|line| line.len() >= 40 && line.chars().all(|c| c.is_ascii_hexdigit()))
+        .ok_or_else(|| {
+            let on = match source.strategy {
+                Strategy::Git => hosts[0].name.as_str(),
+                Strategy::Upload { .. } => "this machine",
+            };
+            Error::Refused(format!("could not resolve {reference} to a commit on {on}"))
+        })?;
+    Ok(Resolved {
+        commit: printed[position].to_string(),
+        time: printed.get(position + 1).and_then(|time| time.parse().ok()),
+    })
+}
+
 /// The release that every host has prepared from `commit` and still holds, if there is one.
 fn prepared_everywhere(states: &[HostState], commit: &str) -> Option<Prepared> {
     let first = states.first()?.prepared.clone()?;
@@ -287,7 +307,10 @@ async fn lock_workspace(
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
-            _ = cancel.cancelled() => return Err(Error::Interrupted),
+            _ = cancel.cancelled() => {
+                let signal = context.stopped_by.get().copied().unwrap_or(Signal::Interrupt);
+                return Err(Error::Interrupted(signal));
+            }
         }
     }
 }

@@ -48,6 +48,8 @@ pub struct App {
     pub keep_releases: usize,
     pub shared_dirs: Vec<String>,
     pub shared_files: Vec<String>,
+    /// Files whose change `deployr diff` lists under their own heading (migrations, say).
+    pub watch: Vec<glob::Pattern>,
 }
 
 #[derive(Debug, Clone)]
@@ -240,6 +242,24 @@ impl Validator<'_> {
                 .unwrap_or(5),
             shared_dirs: self.relative_paths(&raw_app.shared_dirs, "shared_dirs"),
             shared_files: self.relative_paths(&raw_app.shared_files, "shared_files"),
+            watch: raw_app
+                .watch
+                .iter()
+                .filter_map(|pattern| match glob::Pattern::new(pattern.get_ref()) {
+                    Ok(pattern) => Some(pattern),
+                    Err(error) => {
+                        self.error(
+                            pattern.span(),
+                            format!("`{}` is not a file pattern: {error}", pattern.get_ref()),
+                            Some(
+                                "write patterns like \"*/migrations/*\" or \"requirements.txt\""
+                                    .into(),
+                            ),
+                        );
+                        None
+                    }
+                })
+                .collect(),
         };
         let concurrency = raw
             .ssh

@@ -55,6 +55,8 @@ pub struct RawApp {
     pub shared_dirs: Vec<S<String>>,
     #[serde(default)]
     pub shared_files: Vec<S<String>>,
+    #[serde(default)]
+    pub watch: Vec<S<String>>,
 }
 
 #[derive(Deserialize)]

@@ -70,6 +70,11 @@ pub fn event(event: &Event, masker: &Masker) -> Value {
             "event": "activated", "release": release, "hosts": hosts,
             "activation_window_ms": millis(*window), "switch_skew_ms": millis(*skew),
         }),
+        EventKind::Diff(diff) => {
+            let mut value = serde_json::to_value(diff.as_ref()).unwrap_or_default();
+            value["event"] = json!("diff");
+            value
+        }
         EventKind::History(entry) => {
             let mut value = serde_json::to_value(&entry.record).unwrap_or_default();
             value["event"] = json!("history");

@@ -79,6 +79,8 @@ pub enum EventKind {
         /// From the first to the last host switched.
         skew: Duration,
     },
+    /// What `deployr diff` found for one live commit.
+    Diff(Box<crate::diff::Diff>),
     /// One command of `deployr history`'s merged timeline.
     History(Box<crate::history::Entry>),
     /// What `deployr check` found on a host, one (name, finding) pair per column.
@@ -402,6 +404,11 @@ impl Reporter {
                 }
             }
             EventKind::Notice { text } => self.show(Weight::Important, &format!("{time} {text}")),
+            EventKind::Diff(diff) => {
+                for line in diff.lines() {
+                    self.show(Weight::Important, &line);
+                }
+            }
             EventKind::History(entry) => {
                 for line in entry.lines() {
                     self.show(Weight::Important, &line);

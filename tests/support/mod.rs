@@ -675,6 +675,21 @@ impl Deploy {
             .collect()
     }
 
+    /// Each host's history records, parsed (one JSON object per line).
+    pub fn records(&self, host: usize) -> Vec<serde_json::Value> {
+        self.history(host)
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")))
+            .collect()
+    }
+
+    /// `(command, result)` of a host's last history record.
+    pub fn last_record(&self, host: usize) -> (String, String) {
+        let last = self.records(host).pop().unwrap_or_default();
+        let field = |name: &str| last[name].as_str().unwrap_or_default().to_string();
+        (field("command"), field("result"))
+    }
+
     /// Each host's history lines.
     pub fn history(&self, host: usize) -> Vec<String> {
         self.fleet.hosts[host]
