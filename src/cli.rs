@@ -5,10 +5,18 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// `deployr --version`: the version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("DEPLOYR_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "deployr",
-    version,
+    version = VERSION,
     about = "Deploy applications to many servers over SSH: prepare in parallel, activate at once.",
     after_help = "Examples:\n  deployr check\n  deployr run backup --roles db\n  deployr --dry-run run backup"
 )]
