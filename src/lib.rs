@@ -4,11 +4,13 @@
 //! The binary is a thin shell around [`cmd`]; everything is here so that tests can call it.
 
 pub mod artifact;
+pub mod auth;
 pub mod cli;
 pub mod cmd;
 pub mod deployfile;
 pub mod error;
 pub mod inventory;
+pub mod known_hosts;
 pub mod local;
 pub mod plan;
 pub mod refname;

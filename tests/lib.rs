@@ -10,5 +10,6 @@ mod output;
 mod releases;
 mod run;
 mod ssh;
+mod ssh_config;
 mod stages;
 mod upload;
