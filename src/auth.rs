@@ -211,11 +211,11 @@ pub async fn authenticate<H: Handler>(
         match result {
             Ok(true) => return Ok(()),
             Ok(false) => tried.push(label),
-            Err(reason) if handle.is_closed() => {
-                tried.push(format!("{label} ({reason})"));
+            Err(_) if handle.is_closed() => {
+                // The attempts before this one are those the server counted.
                 return Err(ConnectError::AuthDisconnected {
                     user: user.to_string(),
-                    attempts: index + 1,
+                    attempts: index,
                     tried,
                 });
             }

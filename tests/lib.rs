@@ -11,5 +11,6 @@ mod releases;
 mod run;
 mod ssh;
 mod ssh_config;
+mod ssh_connect;
 mod stages;
 mod upload;
