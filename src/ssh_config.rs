@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// OpenSSH 9.2's default `HostKeyAlgorithms` (and `PubkeyAcceptedAlgorithms`), which `+`, `-`
@@ -149,6 +150,35 @@ pub struct Resolver {
     /// `~/.ssh`, else from `/etc/ssh`).
     files: Vec<(PathBuf, bool)>,
     pub local: Local,
+    /// Every file read so far, split into lines once (hundreds of hosts read the same files;
+    /// `None`: unreadable, which OpenSSH treats as empty).
+    parsed: Mutex<HashMap<PathBuf, Option<Arc<Vec<Line>>>>>,
+    /// What each `Include` pattern matched.
+    globs: Mutex<HashMap<String, Result<Vec<PathBuf>, String>>>,
+}
+
+/// One configuration line, split as readconf.c splits it.
+struct Line {
+    number: usize,
+    keyword: String,
+    /// The text after the keyword (ProxyCommand takes it whole).
+    rest: String,
+    args: Result<Vec<String>, String>,
+}
+
+fn parse_file(text: &str) -> Vec<Line> {
+    text.lines()
+        .enumerate()
+        .filter_map(|(index, raw)| {
+            let (keyword, rest) = split_keyword(raw)?;
+            Some(Line {
+                number: index + 1,
+                keyword,
+                rest: rest.to_string(),
+                args: argv_split(rest),
+            })
+        })
+        .collect()
 }
 
 /// A configuration that cannot be followed, naming file and line.
@@ -170,6 +200,8 @@ impl Resolver {
                 (PathBuf::from("/etc/ssh/ssh_config"), false),
             ],
             local,
+            parsed: Mutex::default(),
+            globs: Mutex::default(),
         }
     }
 
@@ -178,6 +210,8 @@ impl Resolver {
         Resolver {
             files: vec![(file.to_path_buf(), true)],
             local,
+            parsed: Mutex::default(),
+            globs: Mutex::default(),
         }
     }
 
@@ -215,6 +249,28 @@ impl Resolver {
             pass.read_all()?;
         }
         pass.finish()
+    }
+
+    fn lines(&self, file: &Path) -> Option<Arc<Vec<Line>>> {
+        let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
+        parsed
+            .entry(file.to_path_buf())
+            .or_insert_with(|| {
+                let text = std::fs::read_to_string(file).ok()?;
+                Some(Arc::new(parse_file(&text)))
+            })
+            .clone()
+    }
+
+    fn glob(&self, pattern: &str) -> Result<Vec<PathBuf>, String> {
+        let mut globs = self.globs.lock().unwrap_or_else(|e| e.into_inner());
+        globs
+            .entry(pattern.to_string())
+            .or_insert_with(|| match glob::glob(pattern) {
+                Ok(paths) => Ok(paths.flatten().collect()),
+                Err(error) => Err(format!("Include {pattern}: {error}")),
+            })
+            .clone()
     }
 
     fn error_without_line(&self, message: String) -> ConfigError {
@@ -276,39 +332,36 @@ const MAX_INCLUDE_DEPTH: usize = 16;
 impl Pass<'_> {
     fn read_all(&mut self) -> Result<(), ConfigError> {
         for (file, user) in &self.resolver.files {
-            if let Ok(text) = std::fs::read_to_string(file) {
-                self.read(file, &text, *user, 0)?;
-            }
+            self.read(file, *user, 0)?;
         }
         Ok(())
     }
 
-    fn read(
-        &mut self,
-        file: &Path,
-        text: &str,
-        user: bool,
-        depth: usize,
-    ) -> Result<(), ConfigError> {
+    fn read(&mut self, file: &Path, user: bool, depth: usize) -> Result<(), ConfigError> {
+        let Some(lines) = self.resolver.lines(file) else {
+            return Ok(());
+        };
         let mut active = true;
-        for (index, raw) in text.lines().enumerate() {
+        for line in lines.iter() {
             let error = |message: String| ConfigError {
                 file: file.display().to_string(),
-                line: Some(index + 1),
+                line: Some(line.number),
                 message,
             };
-            let Some((keyword, rest)) = split_keyword(raw) else {
-                continue;
+            let args = match &line.args {
+                Ok(args) => args,
+                Err(message) => return Err(error(message.clone())),
             };
-            let args = argv_split(rest).map_err(error)?;
-            match keyword.as_str() {
-                "host" => active = self.host_matches(&args),
-                "match" => active = self.match_line(&args).map_err(error)?,
+            let keyword = line.keyword.as_str();
+            let rest = line.rest.as_str();
+            match keyword {
+                "host" => active = self.host_matches(args),
+                "match" => active = self.match_line(args).map_err(error)?,
                 "include" if active => {
                     if depth >= MAX_INCLUDE_DEPTH {
                         return Err(error("Include nested too deeply".into()));
                     }
-                    for pattern in &args {
+                    for pattern in args {
                         let pattern = expand_tilde(pattern, &self.resolver.local.home);
                         let pattern = if Path::new(&pattern).is_absolute() {
                             pattern
@@ -317,13 +370,9 @@ impl Pass<'_> {
                         } else {
                             format!("/etc/ssh/{pattern}")
                         };
-                        let paths = glob::glob(&pattern)
-                            .map_err(|e| error(format!("Include {pattern}: {e}")))?;
-                        for path in paths.flatten() {
-                            if let Ok(text) = std::fs::read_to_string(&path) {
-                                // An included file's Host/Match lines end at its end.
-                                self.read(&path, &text, user, depth + 1)?;
-                            }
+                        // An included file's Host/Match lines end at its end.
+                        for path in self.resolver.glob(&pattern).map_err(error)? {
+                            self.read(&path, user, depth + 1)?;
                         }
                     }
                 }
@@ -362,11 +411,12 @@ impl Pass<'_> {
                     }
                 }
                 _ => {
-                    self.values.first.entry(keyword).or_insert((
-                        args,
-                        file.display().to_string(),
-                        index + 1,
-                    ));
+                    if !self.values.first.contains_key(keyword) {
+                        self.values.first.insert(
+                            keyword.to_string(),
+                            (args.clone(), file.display().to_string(), line.number),
+                        );
+                    }
                 }
             }
         }

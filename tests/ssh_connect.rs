@@ -174,17 +174,15 @@ fn first_value_wins_and_an_included_match_block_stays_apart() {
         &fleet,
         &format!(
             "Host app\n  HostName 127.0.0.1\n  Port {}\n  Port {}\n  Include {}/*.conf\n\n\
-             Match host 127.0.0.1 user {}\n  IdentityFile {}\n\n{}",
+             Match host 127.0.0.1 user {}\n  IdentityFile {}\n\n\
+             Host *\n  User {}\n  UserKnownHostsFile {}\n",
             right.port,
             wrong.port,
             included.display(),
             fleet.user,
             fleet.client_key.display(),
-            format!(
-                "Host *\n  User {}\n  UserKnownHostsFile {}\n",
-                fleet.user,
-                fleet.known_hosts.display()
-            )
+            fleet.user,
+            fleet.known_hosts.display()
         ),
     );
     let file = deployfile(&fleet, &[("web1", "app")]);
