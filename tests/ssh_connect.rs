@@ -528,3 +528,54 @@ fn user_certificates_authenticate_from_a_file_beside_the_key_certificatefile_and
         .count();
     assert_eq!(by_certificate, 3, "{log}");
 }
+
+#[test]
+fn tokens_match_all_and_forward_agent_from_ssh_config_are_honoured() {
+    let fleet = Fleet::start(1);
+    let web1 = &fleet.hosts[0];
+    // The key and known_hosts are found only through %r, %h and %p.
+    let key = fleet.home.join(format!(".ssh/{}_key", fleet.user));
+    std::fs::copy(&fleet.client_key, &key).unwrap();
+    std::fs::copy(
+        fleet.client_key.with_extension("pub"),
+        key.with_extension("pub"),
+    )
+    .unwrap();
+    let known = fleet
+        .home
+        .join(format!(".ssh/known_127.0.0.1_{}", web1.port));
+    std::fs::copy(&fleet.known_hosts, &known).unwrap();
+    let agent = Agent::start(fleet.dir.path(), &[&fleet.client_key]);
+    ssh_config(
+        &fleet,
+        &format!(
+            "Host app\n  HostName 127.0.0.1\n\nMatch all\n  Port {}\n  User {}\n  IdentityFile ~/.ssh/%r_key\n  IdentitiesOnly yes\n  UserKnownHostsFile %d/.ssh/known_%h_%p\n  ForwardAgent yes\n",
+            web1.port, fleet.user
+        ),
+    );
+    let out = fleet.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let file = fleet.write(
+        "deployfile.toml",
+        &format!(
+            "[app]\nname = \"shop\"\ndeploy_to = \"{}\"\n\n[hosts.web1]\naddress = \"app\"\n\n\
+             [tasks.t]\nrun = \"echo $SSH_CONNECTION > {{{{deploy_to}}}}/web1.reached; ssh-add -l > {{{{deploy_to}}}}/web1.agent\"\n",
+            out.display()
+        ),
+    );
+    let mut command = fleet.command(&["-f", file.to_str().unwrap(), "run", "t"]);
+    command.env("SSH_AUTH_SOCK", &agent.socket);
+    Run::from(command.output().unwrap()).expect_code(0);
+    assert_eq!(reached(&fleet, "web1"), web1.port);
+    let fingerprint = run_ok(
+        Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(fleet.client_key.with_extension("pub")),
+    );
+    let fingerprint = fingerprint.split_whitespace().nth(1).unwrap().to_string();
+    let listed = std::fs::read_to_string(out.join("web1.agent")).unwrap_or_default();
+    assert!(
+        listed.contains(&fingerprint),
+        "the forwarded agent does not list {fingerprint}: {listed:?}"
+    );
+}
