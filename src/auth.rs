@@ -51,8 +51,46 @@ fn public_of(path: &Path) -> Option<(PublicKey, Option<PathBuf>)> {
     if let Ok(public) = PublicKey::read_openssh_file(Path::new(&pub_path)) {
         return Some((public, Some(path.to_path_buf())));
     }
-    let private = russh::keys::load_secret_key(path, None).ok()?;
+    // The public half of an OpenSSH private key file is readable without its passphrase.
+    let private = PrivateKey::read_openssh_file(path).ok()?;
     Some((private.public_key().clone(), Some(path.to_path_buf())))
+}
+
+/// Asks, on a terminal, for the passphrases of the encrypted identity files no agent holds,
+/// before the connection (and its timeout) starts.
+pub async fn unlock(settings: &SshSettings) {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return;
+    }
+    let encrypted: Vec<(PathBuf, PublicKey)> = settings
+        .identity_files
+        .iter()
+        .filter_map(|path| {
+            let (public, private) = public_of(path)?;
+            let private = private?;
+            let key = PrivateKey::read_openssh_file(&private).ok()?;
+            key.is_encrypted().then_some((private, public))
+        })
+        .collect();
+    if encrypted.is_empty() {
+        return;
+    }
+    let mut held = Vec::new();
+    if let Some(socket) = &settings.agent
+        && let Ok(mut agent) = AgentClient::connect_uds(socket).await
+        && let Ok(identities) = agent.request_identities().await
+    {
+        held = identities;
+    }
+    for (path, public) in encrypted {
+        let in_agent = held.iter().any(|identity| {
+            matches!(identity, AgentIdentity::PublicKey { key, .. } if same_key(key, &public))
+        });
+        if !in_agent {
+            let _ = tokio::task::spawn_blocking(move || crate::passphrase::ask(&path)).await;
+        }
+    }
 }
 
 fn same_key(a: &PublicKey, b: &PublicKey) -> bool {
@@ -319,11 +357,13 @@ fn verdict(
 }
 
 fn load(path: &Path) -> Result<PrivateKey, String> {
-    match russh::keys::load_secret_key(path, None) {
+    let passphrase = crate::passphrase::known(path);
+    match russh::keys::load_secret_key(path, passphrase.as_deref()) {
         Ok(key) => Ok(key),
-        Err(russh::keys::Error::KeyIsEncrypted) => {
-            Err("passphrase-protected: add it to ssh-agent".into())
-        }
+        Err(russh::keys::Error::KeyIsEncrypted) => Err(
+            "passphrase-protected: add it to ssh-agent, or run deployr on a terminal to be asked"
+                .into(),
+        ),
         Err(error) => Err(format!("unreadable: {error}")),
     }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod inventory;
 pub mod known_hosts;
 pub mod local;
+pub mod passphrase;
 pub mod plan;
 pub mod refname;
 pub mod release;

@@ -286,6 +286,7 @@ async fn handshake(
         HandlerError::Refused(refused) => refused,
         HandlerError::Ssh(error) => ConnectError::Protocol(error.to_string()),
     };
+    crate::auth::unlock(settings).await;
     let timeout = settings.connect_timeout;
     let connecting = async {
         let (mut handle, carrier) = match (&settings.route, via) {

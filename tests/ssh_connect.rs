@@ -579,3 +579,110 @@ fn tokens_match_all_and_forward_agent_from_ssh_config_are_honoured() {
         "the forwarded agent does not list {fingerprint}: {listed:?}"
     );
 }
+
+#[test]
+fn an_encrypted_key_is_unlocked_on_a_terminal_and_refused_without_one() {
+    let fleet = Fleet::start(1);
+    let web1 = &fleet.hosts[0];
+    let key = fleet.home.join(".ssh/locked");
+    run_ok(
+        Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "open sesame",
+                "-C",
+                "locked",
+                "-f",
+            ])
+            .arg(&key),
+    );
+    let authorized = fleet.dir.path().join("authorized_keys");
+    let mut keys = std::fs::read_to_string(&authorized).unwrap();
+    keys.push_str(&std::fs::read_to_string(key.with_extension("pub")).unwrap());
+    std::fs::write(&authorized, keys).unwrap();
+    ssh_config(
+        &fleet,
+        &format!(
+            "Host app\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n  UserKnownHostsFile {}\n",
+            web1.port,
+            fleet.user,
+            key.display(),
+            fleet.known_hosts.display()
+        ),
+    );
+    let file = deployfile(&fleet, &[("web1", "app")]);
+
+    // No terminal (cron): the clear error, nothing asked.
+    let run = run_task(&fleet, &file);
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains("passphrase-protected"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(reached(&fleet, "web1"), 0);
+
+    // On a terminal (script(1) gives deployr a pseudo-terminal): asked once, then used.
+    let line = format!(
+        "{} -f {} run t",
+        env!("CARGO_BIN_EXE_deployr"),
+        file.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(fleet.dir.path())
+        .env("HOME", &fleet.home)
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("script(1), from util-linux");
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = {
+        let screen = screen.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut stdout, &mut buffer) {
+                screen
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        })
+    };
+    // Typed only once asked, as a person would (typed-ahead input is echoed by the terminal
+    // before anyone can turn echo off).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !screen.lock().unwrap().contains("Enter passphrase for key") {
+        assert!(
+            Instant::now() < deadline,
+            "never asked: {}",
+            screen.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"open sesame\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{}", screen.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(stdin);
+    reader.join().unwrap();
+    let screen = screen.lock().unwrap().clone();
+    assert!(status.success(), "{screen}");
+    assert!(
+        !screen.contains("open sesame"),
+        "the passphrase was echoed: {screen}"
+    );
+    assert_eq!(reached(&fleet, "web1"), web1.port);
+}
