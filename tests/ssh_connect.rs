@@ -686,3 +686,28 @@ fn an_encrypted_key_is_unlocked_on_a_terminal_and_refused_without_one() {
     );
     assert_eq!(reached(&fleet, "web1"), web1.port);
 }
+
+#[test]
+fn an_ssh_config_option_deployr_cannot_follow_stops_before_connecting_and_names_it() {
+    let fleet = Fleet::start(1);
+    let web1 = &fleet.hosts[0];
+    ssh_config(
+        &fleet,
+        &format!(
+            "Host app\n  HostName 127.0.0.1\n  Port {}\n  CanonicalizeHostname always\n\n{}",
+            web1.port,
+            fleet_defaults(&fleet)
+        ),
+    );
+    let file = deployfile(&fleet, &[("web1", "app")]);
+    let run = run_task(&fleet, &file);
+    run.expect_code(2);
+    let config = fleet.home.join(".ssh/config");
+    assert!(
+        run.stderr.contains(&format!("{} line 4", config.display()))
+            && run.stderr.contains("canonicalizehostname always"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(reached(&fleet, "web1"), 0);
+}
