@@ -239,6 +239,23 @@ pub async fn authenticate<H: Handler>(
             )),
         }
     }
+    // PubkeyAcceptedAlgorithms: keys and certificates of other types are not offered.
+    let attempts = attempts.into_iter().filter(|attempt| {
+        let (name, label) = match attempt {
+            Attempt::Key { public, label, .. } => (public.algorithm().to_string(), label),
+            Attempt::Certificate {
+                certificate, label, ..
+            } => (certificate.algorithm().to_certificate_type(), label),
+        };
+        let accepted = accepted(&settings.pubkey_algorithms, &name);
+        if !accepted {
+            tried.push(format!(
+                "{label} (not offered: {name} is not in PubkeyAcceptedAlgorithms)"
+            ));
+        }
+        accepted
+    });
+    let attempts: Vec<Attempt> = attempts.collect();
     let rsa_hash = handle
         .best_supported_rsa_hash()
         .await
@@ -366,4 +383,21 @@ fn load(path: &Path) -> Result<PrivateKey, String> {
         ),
         Err(error) => Err(format!("unreadable: {error}")),
     }
+}
+
+/// Whether a key or certificate type may be offered; an RSA key (`ssh-rsa`) goes when any of
+/// its signature algorithms does. An empty list (no configuration at all) accepts everything.
+fn accepted(list: &[String], name: &str) -> bool {
+    if list.is_empty() {
+        return true;
+    }
+    let rsa =
+        |n: &str| n.contains("rsa-sha2-") || n == "ssh-rsa" || n == "ssh-rsa-cert-v01@openssh.com";
+    if name == "ssh-rsa" || name == "ssh-rsa-cert-v01@openssh.com" {
+        let certificate = name.contains("-cert-");
+        return list
+            .iter()
+            .any(|n| rsa(n) && n.contains("-cert-") == certificate);
+    }
+    list.iter().any(|n| n == name)
 }

@@ -97,6 +97,8 @@ pub struct SshSettings {
     pub hash_known_hosts: bool,
     /// `HostKeyAlgorithms` in preference order (OpenSSH names).
     pub host_key_algorithms: Vec<String>,
+    /// `PubkeyAcceptedAlgorithms`: keys of other types are not offered.
+    pub pubkey_algorithms: Vec<String>,
     pub connect_timeout: Duration,
     pub keepalive_interval: Duration,
     pub keepalive_max: usize,
@@ -121,6 +123,7 @@ impl SshSettings {
             host_key_alias: None,
             hash_known_hosts: false,
             host_key_algorithms: Vec::new(),
+            pubkey_algorithms: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(5),
             keepalive_max: 3,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// OpenSSH 9.2's default `HostKeyAlgorithms` (and `PubkeyAcceptedAlgorithms`), which `+`, `-`
+/// OpenSSH 9.2's default `HostKeyAlgorithms` and `PubkeyAcceptedAlgorithms`, which `+`, `-`
 /// and `^` values change.
 pub const DEFAULT_KEY_ALGORITHMS: &[&str] = &[
     "ssh-ed25519-cert-v01@openssh.com",
@@ -76,6 +76,8 @@ pub struct HostConfig {
     /// `StrictHostKeyChecking` as `ssh -G` prints it: `true`, `false`, `ask` or `accept-new`.
     pub strict_host_key_checking: String,
     pub host_key_algorithms: Vec<String>,
+    /// `PubkeyAcceptedAlgorithms`: the key and certificate types offered to the server.
+    pub pubkey_accepted_algorithms: Vec<String>,
     pub hash_known_hosts: bool,
     pub connect_timeout: Option<Duration>,
     pub server_alive_interval: Option<Duration>,
@@ -642,13 +644,15 @@ impl Pass<'_> {
             Some(v) if v == "no" || v == "false" || v == "off" => "false".to_string(),
             Some(v) => v,
         };
-        let host_key_algorithms = match values.first("hostkeyalgorithms") {
+        let algorithms = |keyword: &str| match values.first(keyword) {
             Some(spec) => algorithm_list(spec),
             None => DEFAULT_KEY_ALGORITHMS
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
         };
+        let host_key_algorithms = algorithms("hostkeyalgorithms");
+        let pubkey_accepted_algorithms = algorithms("pubkeyacceptedalgorithms");
         let identity_files = if values.identity_files.is_empty() {
             DEFAULT_IDENTITIES.iter().map(|s| s.to_string()).collect()
         } else {
@@ -671,6 +675,7 @@ impl Pass<'_> {
             host_key_alias,
             strict_host_key_checking: strict,
             host_key_algorithms,
+            pubkey_accepted_algorithms,
             hash_known_hosts: flag("hashknownhosts"),
             connect_timeout: seconds("connecttimeout")?,
             server_alive_interval: seconds("serveraliveinterval")?,

@@ -261,6 +261,17 @@ fn corpus() -> Vec<Case> {
             expect: &[("a", "hostkeyalgorithms", "ecdsa-sha2-nistp256,ssh-ed25519")],
         },
         Case {
+            name: "PubkeyAcceptedAlgorithms, and UserKnownHostsFile none",
+            config: "Host a\n  PubkeyAcceptedAlgorithms ssh-ed25519,rsa-sha2-*\n  UserKnownHostsFile none\nHost b\n  PubkeyAcceptedAlgorithms -ssh-ed25519*\n",
+            files: &[],
+            lookups: &[("a", None, None, None), ("b", None, None, None)],
+            expect: &[(
+                "a",
+                "pubkeyacceptedalgorithms",
+                "ssh-ed25519,rsa-sha2-256,rsa-sha2-256-cert-v01@openssh.com,rsa-sha2-512,rsa-sha2-512-cert-v01@openssh.com",
+            )],
+        },
+        Case {
             name: "ConnectTimeout, ServerAliveInterval, ServerAliveCountMax, HashKnownHosts",
             config: "Host web1\n  ConnectTimeout 1m30s\n  ServerAliveInterval 7\n  ServerAliveCountMax 5\n  HashKnownHosts yes\n",
             files: &[],
@@ -301,6 +312,7 @@ const FIELDS: &[&str] = &[
     "hostkeyalias",
     "stricthostkeychecking",
     "hostkeyalgorithms",
+    "pubkeyacceptedalgorithms",
     "hashknownhosts",
     "connecttimeout",
     "serveraliveinterval",
@@ -333,6 +345,10 @@ fn printed(config: &HostConfig) -> Vec<(String, String)> {
             config.strict_host_key_checking.clone(),
         ),
         ("hostkeyalgorithms", config.host_key_algorithms.join(",")),
+        (
+            "pubkeyacceptedalgorithms",
+            config.pubkey_accepted_algorithms.join(","),
+        ),
         ("hashknownhosts", yes_no(config.hash_known_hosts)),
         (
             "connecttimeout",

@@ -711,3 +711,30 @@ fn an_ssh_config_option_deployr_cannot_follow_stops_before_connecting_and_names_
     );
     assert_eq!(reached(&fleet, "web1"), 0);
 }
+
+#[test]
+fn a_key_type_outside_pubkey_accepted_algorithms_is_not_offered() {
+    let fleet = Fleet::start(1);
+    let web1 = &fleet.hosts[0];
+    let config = |algorithms: &str| {
+        format!(
+            "Host app\n  HostName 127.0.0.1\n  Port {}\n  PubkeyAcceptedAlgorithms {algorithms}\n\n{}",
+            web1.port,
+            fleet_defaults(&fleet)
+        )
+    };
+    let file = deployfile(&fleet, &[("web1", "app")]);
+    ssh_config(&fleet, &config("ecdsa-sha2-nistp256,rsa-sha2-512"));
+    let run = run_task(&fleet, &file);
+    run.expect_code(3);
+    assert!(
+        run.stderr
+            .contains("ssh-ed25519 is not in PubkeyAcceptedAlgorithms"),
+        "{}",
+        run.stderr
+    );
+    assert!(!web1.log().contains("publickey for"), "{}", web1.log());
+    ssh_config(&fleet, &config("+ssh-ed25519"));
+    run_task(&fleet, &file).expect_code(0);
+    assert_eq!(reached(&fleet, "web1"), web1.port);
+}

@@ -117,12 +117,13 @@ fn resolve(
     Ok(SshSettings {
         known_hosts_files: match &given.known_hosts_file {
             Some(file) => vec![file.clone()],
-            None => config.user_known_hosts.clone(),
+            None => without_none(&config.user_known_hosts),
         },
-        global_known_hosts_files: config.global_known_hosts.clone(),
+        global_known_hosts_files: without_none(&config.global_known_hosts),
         host_key_alias: config.host_key_alias.clone(),
         hash_known_hosts: config.hash_known_hosts,
         host_key_algorithms: config.host_key_algorithms.clone(),
+        pubkey_algorithms: config.pubkey_accepted_algorithms.clone(),
         forward_agent: given.forward_agent.unwrap_or(config.forward_agent),
         connect_timeout: given
             .connect_timeout
@@ -152,4 +153,13 @@ fn keepalive_max(config: &HostConfig) -> usize {
     } else {
         3
     }
+}
+
+/// `UserKnownHostsFile none` and `GlobalKnownHostsFile none` name no file.
+fn without_none(files: &[PathBuf]) -> Vec<PathBuf> {
+    files
+        .iter()
+        .filter(|file| file.as_os_str() != "none")
+        .cloned()
+        .collect()
 }
