@@ -97,6 +97,8 @@ pub struct SshSettings {
     pub hash_known_hosts: bool,
     /// `HostKeyAlgorithms` in preference order (OpenSSH names).
     pub host_key_algorithms: Vec<String>,
+    /// Whether host key types recorded for the host are offered first (see ssh_config).
+    pub prefer_known_host_key_types: bool,
     /// `PubkeyAcceptedAlgorithms`: keys of other types are not offered.
     pub pubkey_algorithms: Vec<String>,
     pub connect_timeout: Duration,
@@ -124,6 +126,7 @@ impl SshSettings {
             hash_known_hosts: false,
             host_key_algorithms: Vec::new(),
             pubkey_algorithms: Vec::new(),
+            prefer_known_host_key_types: true,
             connect_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(5),
             keepalive_max: 3,

@@ -117,9 +117,9 @@ fn hashed(salt: &[u8], name: &str) -> [u8; 20] {
     mac.finalize().into_bytes().into()
 }
 
-/// The host key algorithms to offer, OpenSSH's way: the types recorded for this host first,
-/// then the rest of `HostKeyAlgorithms`; and the certificate types, when an `@cert-authority`
-/// line covers the host.
+/// The host key algorithms to offer, OpenSSH's way: the types recorded for this host first
+/// (unless `HostKeyAlgorithms` set an order of its own), then the rest of `HostKeyAlgorithms`;
+/// and the certificate types, when an `@cert-authority` line covers the host.
 pub fn algorithms(settings: &SshSettings) -> (Vec<Algorithm>, Vec<Algorithm>) {
     let supported = russh::Preferred::DEFAULT.key;
     let wanted: Vec<Algorithm> = settings
@@ -133,7 +133,10 @@ pub fn algorithms(settings: &SshSettings) -> (Vec<Algorithm>, Vec<Algorithm>) {
         return (wanted, Vec::new());
     };
     let mut order = Vec::new();
-    for found in recorded.plain() {
+    let preferred = recorded
+        .plain()
+        .filter(|_| settings.prefer_known_host_key_types);
+    for found in preferred {
         let types = match found.key.algorithm() {
             Algorithm::Rsa { .. } => vec![
                 Algorithm::Rsa {
@@ -327,6 +330,30 @@ fn learn(file: &Path, known_as: &str, key: &PublicKey, hash: bool) -> std::io::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recorded_types_go_first_unless_host_key_algorithms_sets_an_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        std::fs::write(
+            &file,
+            "web1 ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBOUkhULBnmB4KXSi7PBCu4FSJNb/BNum9raKh+RFPYdo4Ym5ek9LOUXpl7BoPk4aAHJZZiJKN42KQRtqvxDlEsI=\n",
+        )
+        .unwrap();
+        let mut settings = SshSettings::direct("web1", "deploy");
+        settings.known_hosts_files = vec![file];
+        settings.host_key_algorithms = crate::ssh_config::DEFAULT_KEY_ALGORITHMS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let ecdsa = Algorithm::new("ecdsa-sha2-nistp256").unwrap();
+        let (order, certificates) = algorithms(&settings);
+        assert_eq!(order[0], ecdsa);
+        assert_eq!(order[1], Algorithm::Ed25519);
+        assert!(certificates.is_empty());
+        settings.prefer_known_host_key_types = false;
+        assert_eq!(algorithms(&settings).0[0], Algorithm::Ed25519);
+    }
 
     #[test]
     fn patterns_negation_and_hashes_name_hosts_as_openssh_does() {

@@ -76,6 +76,9 @@ pub struct HostConfig {
     /// `StrictHostKeyChecking` as `ssh -G` prints it: `true`, `false`, `ask` or `accept-new`.
     pub strict_host_key_checking: String,
     pub host_key_algorithms: Vec<String>,
+    /// Whether the types recorded in known_hosts go first: OpenSSH does so unless
+    /// `HostKeyAlgorithms` was given as a list of its own (not `+…` or `-…`).
+    pub prefer_known_host_key_types: bool,
     /// `PubkeyAcceptedAlgorithms`: the key and certificate types offered to the server.
     pub pubkey_accepted_algorithms: Vec<String>,
     pub hash_known_hosts: bool,
@@ -676,6 +679,9 @@ impl Pass<'_> {
             strict_host_key_checking: strict,
             host_key_algorithms,
             pubkey_accepted_algorithms,
+            prefer_known_host_key_types: values
+                .first("hostkeyalgorithms")
+                .is_none_or(|spec| spec.starts_with(['+', '-'])),
             hash_known_hosts: flag("hashknownhosts"),
             connect_timeout: seconds("connecttimeout")?,
             server_alive_interval: seconds("serveraliveinterval")?,

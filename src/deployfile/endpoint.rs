@@ -124,6 +124,7 @@ fn resolve(
         hash_known_hosts: config.hash_known_hosts,
         host_key_algorithms: config.host_key_algorithms.clone(),
         pubkey_algorithms: config.pubkey_accepted_algorithms.clone(),
+        prefer_known_host_key_types: config.prefer_known_host_key_types,
         forward_agent: given.forward_agent.unwrap_or(config.forward_agent),
         connect_timeout: given
             .connect_timeout
