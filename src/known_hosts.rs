@@ -217,12 +217,28 @@ fn check_certificate(
         return check_key(settings, recorded, &key);
     }
     let fingerprint = ca.fingerprint(HashAlg::Sha256);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let when = |seconds: u64| {
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds),
+        )
+    };
     let reason = if !certificate.cert_type().is_host() {
         Some("it is a user certificate, not a host certificate".to_string())
-    } else if let Err(error) = certificate.validate([&fingerprint]) {
+    } else if now >= certificate.valid_before() {
         Some(format!(
-            "it does not validate ({error}; expired, not yet valid or badly signed)"
+            "it expired at {}",
+            when(certificate.valid_before())
         ))
+    } else if now < certificate.valid_after() {
+        Some(format!(
+            "it is not valid before {}",
+            when(certificate.valid_after())
+        ))
+    } else if let Err(error) = certificate.validate([&fingerprint]) {
+        Some(format!("its signature does not verify ({error})"))
     } else if !certificate.valid_principals().is_empty()
         && !certificate.valid_principals().contains(&recorded.principal)
     {

@@ -83,17 +83,20 @@ fn run_task(fleet: &Fleet, file: &Path) -> Run {
 }
 
 #[test]
-fn proxyjump_chain_of_aliases_reaches_the_target_through_each_hop_as_its_own_host() {
+fn proxyjump_chain_of_aliases_reaches_the_targets_through_each_hop_as_its_own_host() {
     // sshd logs forwarded connections at DEBUG1 only.
-    let fleet = Fleet::with_config(&["outer", "inner", "web1"], "LogLevel DEBUG1");
+    let fleet = Fleet::with_config(&["outer", "inner", "web1", "web2"], "LogLevel DEBUG1");
     let (outer, inner, web1) = (fleet.host("outer"), fleet.host("inner"), fleet.host("web1"));
+    let web2 = fleet.host("web2");
     ssh_config(
         &fleet,
         &format!(
             "Host app\n  HostName 127.0.0.1\n  Port {}\n  ProxyJump jump-outer,jump-inner\n\n\
+             Host app2\n  HostName 127.0.0.1\n  Port {}\n  ProxyJump jump-outer,jump-inner\n\n\
              Host jump-outer\n  HostName 127.0.0.1\n  Port {}\n\n\
              Host jump-inner\n  HostName localhost\n  Port {}\n  HostKeyAlias inner-bastion\n\n{}",
             web1.port,
+            web2.port,
             outer.port,
             inner.port,
             fleet_defaults(&fleet)
@@ -112,9 +115,15 @@ fn proxyjump_chain_of_aliases_reaches_the_target_through_each_hop_as_its_own_hos
         format!("{known}inner-bastion {inner_key}\n"),
     )
     .unwrap();
-    let file = deployfile(&fleet, &[("web1", "app")]);
+    let file = deployfile(&fleet, &[("web1", "app"), ("web2", "app2")]);
     run_task(&fleet, &file).expect_code(0);
     assert_eq!(reached(&fleet, "web1"), web1.port);
+    assert_eq!(reached(&fleet, "web2"), web2.port);
+    // One connection per hop, shared by both targets.
+    for hop in [outer, inner] {
+        let log = hop.log();
+        assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
+    }
     assert!(
         outer
             .log()
@@ -351,8 +360,9 @@ fn a_host_known_only_by_its_ecdsa_key_is_accepted() {
     assert_eq!(reached(&fleet, "web1"), web1.port);
 }
 
-/// A CA key and a host whose ECDSA host key it signed for `principal`.
-fn certified_fleet(principal: &'static str) -> (Fleet, PathBuf) {
+/// A CA key and a host whose ECDSA host key it signed for `principal`, valid for `validity`
+/// (`ssh-keygen -V`).
+fn certified_fleet(principal: &'static str, validity: &'static str) -> (Fleet, PathBuf) {
     let ca_dir = tempfile::tempdir().unwrap().keep();
     let ca = ca_dir.join("host_ca");
     keygen(&ca, "ed25519");
@@ -364,7 +374,7 @@ fn certified_fleet(principal: &'static str) -> (Fleet, PathBuf) {
             Command::new("ssh-keygen")
                 .args(["-q", "-s"])
                 .arg(&ca_for_hosts)
-                .args(["-I", "web1", "-h", "-n", principal, "-V", "-5m:+1h"])
+                .args(["-I", "web1", "-h", "-n", principal, "-V", validity])
                 .arg(key.with_extension("pub")),
         );
         format!(
@@ -378,8 +388,16 @@ fn certified_fleet(principal: &'static str) -> (Fleet, PathBuf) {
 
 #[test]
 fn a_host_certificate_from_a_known_cert_authority_is_accepted_and_a_wrong_one_refused() {
-    for (principal, good) in [("127.0.0.1", true), ("someone-else", false)] {
-        let (fleet, ca) = certified_fleet(principal);
+    for (principal, validity, refusal) in [
+        ("127.0.0.1", "-5m:+1h", None),
+        ("someone-else", "-5m:+1h", Some("someone-else")),
+        (
+            "127.0.0.1",
+            "20200101:20200102",
+            Some("it expired at 2020-01-02"),
+        ),
+    ] {
+        let (fleet, ca) = certified_fleet(principal, validity);
         let web1 = &fleet.hosts[0];
         std::fs::write(
             &fleet.known_hosts,
@@ -399,17 +417,20 @@ fn a_host_certificate_from_a_known_cert_authority_is_accepted_and_a_wrong_one_re
         );
         let file = deployfile(&fleet, &[("web1", "app")]);
         let run = run_task(&fleet, &file);
-        if good {
-            run.expect_code(0);
-            assert_eq!(reached(&fleet, "web1"), web1.port);
-        } else {
-            run.expect_code(3);
-            assert!(
-                run.stderr.contains("host certificate") && run.stderr.contains("someone-else"),
-                "{}",
-                run.stderr
-            );
-            assert_eq!(reached(&fleet, "web1"), 0);
+        match refusal {
+            None => {
+                run.expect_code(0);
+                assert_eq!(reached(&fleet, "web1"), web1.port);
+            }
+            Some(why) => {
+                run.expect_code(3);
+                assert!(
+                    run.stderr.contains("host certificate") && run.stderr.contains(why),
+                    "{}",
+                    run.stderr
+                );
+                assert_eq!(reached(&fleet, "web1"), 0);
+            }
         }
     }
 }
