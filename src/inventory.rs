@@ -101,9 +101,20 @@ pub struct SshSettings {
     pub prefer_known_host_key_types: bool,
     /// `PubkeyAcceptedAlgorithms`: keys of other types are not offered.
     pub pubkey_algorithms: Vec<String>,
+    /// `AddressFamily`: which of the host name's addresses may be used.
+    pub address_family: AddressFamily,
     pub connect_timeout: Duration,
     pub keepalive_interval: Duration,
     pub keepalive_max: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AddressFamily {
+    Any,
+    /// IPv4 only.
+    Inet,
+    /// IPv6 only.
+    Inet6,
 }
 
 impl SshSettings {
@@ -127,6 +138,7 @@ impl SshSettings {
             host_key_algorithms: Vec::new(),
             pubkey_algorithms: Vec::new(),
             prefer_known_host_key_types: true,
+            address_family: AddressFamily::Any,
             connect_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(5),
             keepalive_max: 3,

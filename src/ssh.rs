@@ -16,7 +16,7 @@ use russh::client::{self, Handle};
 use russh::{ChannelMsg, Disconnect};
 use tokio::sync::{OwnedMappedMutexGuard, OwnedMutexGuard, Semaphore};
 
-use crate::inventory::{Route, SshSettings};
+use crate::inventory::{AddressFamily, Route, SshSettings};
 use crate::transport::{Cancel, LineSplitter, Outcome, Stream, interrupted};
 
 /// Uploads at once on one connection: with the host's shell and the channel opened ahead,
@@ -332,7 +332,7 @@ async fn handshake(
                 }
             }
             _ => {
-                let socket = tokio::net::TcpStream::connect(&target)
+                let socket = dial(&target, settings.address_family)
                     .await
                     .map_err(|error| ConnectError::Unreachable {
                         address: target.clone(),
@@ -354,6 +354,33 @@ async fn handshake(
             address: target.clone(),
             timeout,
         })?
+}
+
+/// A TCP connection to the first address of `target` that answers, among those of the
+/// `AddressFamily` allowed.
+async fn dial(target: &str, family: AddressFamily) -> std::io::Result<tokio::net::TcpStream> {
+    if family == AddressFamily::Any {
+        return tokio::net::TcpStream::connect(target).await;
+    }
+    let mut last = None;
+    for address in tokio::net::lookup_host(target).await? {
+        if address.is_ipv4() != (family == AddressFamily::Inet) {
+            continue;
+        }
+        match tokio::net::TcpStream::connect(address).await {
+            Ok(socket) => return Ok(socket),
+            Err(error) => last = Some(error),
+        }
+    }
+    let family = if family == AddressFamily::Inet {
+        "inet"
+    } else {
+        "inet6"
+    };
+    Err(std::io::Error::other(match last {
+        Some(error) => format!("{error} (AddressFamily {family})"),
+        None => format!("it has no address allowed by AddressFamily {family}"),
+    }))
 }
 
 type ProxyStream = tokio::io::Join<tokio::process::ChildStdout, tokio::process::ChildStdin>;

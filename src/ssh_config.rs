@@ -82,6 +82,8 @@ pub struct HostConfig {
     /// `PubkeyAcceptedAlgorithms`: the key and certificate types offered to the server.
     pub pubkey_accepted_algorithms: Vec<String>,
     pub hash_known_hosts: bool,
+    /// `AddressFamily`: `any`, `inet` or `inet6`.
+    pub address_family: String,
     pub connect_timeout: Option<Duration>,
     pub server_alive_interval: Option<Duration>,
     pub server_alive_count_max: usize,
@@ -561,6 +563,26 @@ impl Pass<'_> {
                 message,
             }
         };
+        for keyword in ["bindaddress", "bindinterface"] {
+            if let Some(value) = values.first(keyword) {
+                return Err(error(
+                    keyword,
+                    format!(
+                        "deployr does not support {keyword} {value}; it chooses which network the connection leaves by"
+                    ),
+                ));
+            }
+        }
+        let address_family = match values.first("addressfamily").map(str::to_ascii_lowercase) {
+            None => "any".to_string(),
+            Some(family) if ["any", "inet", "inet6"].contains(&family.as_str()) => family,
+            Some(other) => {
+                return Err(error(
+                    "addressfamily",
+                    format!("AddressFamily is any, inet or inet6, not {other}"),
+                ));
+            }
+        };
         for (keyword, refused) in [
             ("canonicalizehostname", &["yes", "always"][..]),
             ("proxyusefdpass", &["yes"]),
@@ -683,6 +705,7 @@ impl Pass<'_> {
                 .first("hostkeyalgorithms")
                 .is_none_or(|spec| spec.starts_with(['+', '-'])),
             hash_known_hosts: flag("hashknownhosts"),
+            address_family,
             connect_timeout: seconds("connecttimeout")?,
             server_alive_interval: seconds("serveraliveinterval")?,
             server_alive_count_max: match values.first("serveralivecountmax") {

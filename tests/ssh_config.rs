@@ -272,8 +272,8 @@ fn corpus() -> Vec<Case> {
             )],
         },
         Case {
-            name: "ConnectTimeout, ServerAliveInterval, ServerAliveCountMax, HashKnownHosts",
-            config: "Host web1\n  ConnectTimeout 1m30s\n  ServerAliveInterval 7\n  ServerAliveCountMax 5\n  HashKnownHosts yes\n",
+            name: "ConnectTimeout, ServerAliveInterval, ServerAliveCountMax, HashKnownHosts, AddressFamily",
+            config: "Host web1\n  AddressFamily inet\n  ConnectTimeout 1m30s\n  ServerAliveInterval 7\n  ServerAliveCountMax 5\n  HashKnownHosts yes\n",
             files: &[],
             lookups: &[("web1", None, None, None), ("web2", None, None, None)],
             expect: &[("web1", "connecttimeout", "90")],
@@ -314,6 +314,7 @@ const FIELDS: &[&str] = &[
     "hostkeyalgorithms",
     "pubkeyacceptedalgorithms",
     "hashknownhosts",
+    "addressfamily",
     "connecttimeout",
     "serveraliveinterval",
     "serveralivecountmax",
@@ -350,6 +351,7 @@ fn printed(config: &HostConfig) -> Vec<(String, String)> {
             config.pubkey_accepted_algorithms.join(","),
         ),
         ("hashknownhosts", yes_no(config.hash_known_hosts)),
+        ("addressfamily", config.address_family.clone()),
         (
             "connecttimeout",
             config
@@ -497,7 +499,7 @@ fn unsupported_options_that_change_the_destination_are_errors_naming_them() {
     let file = dir.path().join("config");
     std::fs::write(
         &file,
-        "Host web1\n  CanonicalizeHostname yes\nHost web2\n  ProxyUseFdpass yes\n  ProxyCommand nc %h %p\n",
+        "Host web1\n  CanonicalizeHostname yes\nHost web2\n  ProxyUseFdpass yes\n  ProxyCommand nc %h %p\nHost web4\n  BindAddress 10.0.0.1\n",
     )
     .unwrap();
     let resolver = Resolver::with_file(&file, Local::current());
@@ -507,6 +509,8 @@ fn unsupported_options_that_change_the_destination_are_errors_naming_them() {
     let web2 = resolver.resolve("web2", &Overrides::default()).unwrap_err();
     assert!(web2.to_string().contains("proxyusefdpass"), "{web2}");
     assert!(resolver.resolve("web3", &Overrides::default()).is_ok());
+    let web4 = resolver.resolve("web4", &Overrides::default()).unwrap_err();
+    assert!(web4.to_string().contains("bindaddress"), "{web4}");
     let file = dir.path().join("config-match");
     std::fs::write(
         &file,

@@ -759,3 +759,28 @@ fn a_key_type_outside_pubkey_accepted_algorithms_is_not_offered() {
     run_task(&fleet, &file).expect_code(0);
     assert_eq!(reached(&fleet, "web1"), web1.port);
 }
+
+#[test]
+fn address_family_limits_the_addresses_used() {
+    let fleet = Fleet::start(1);
+    let web1 = &fleet.hosts[0];
+    let config = |family: &str| {
+        format!(
+            "Host app\n  HostName localhost\n  Port {}\n  AddressFamily {family}\n  HostKeyAlias web1\n\n{}",
+            web1.port,
+            fleet_defaults(&fleet)
+        )
+    };
+    let key = web1.known_hosts_line.split_once(' ').unwrap().1;
+    std::fs::write(&fleet.known_hosts, format!("web1 {key}\n")).unwrap();
+    let file = deployfile(&fleet, &[("web1", "app")]);
+    // This sshd listens on 127.0.0.1 only.
+    ssh_config(&fleet, &config("inet6"));
+    let run = run_task(&fleet, &file);
+    run.expect_code(3);
+    assert!(run.stderr.contains("AddressFamily"), "{}", run.stderr);
+    assert_eq!(reached(&fleet, "web1"), 0);
+    ssh_config(&fleet, &config("inet"));
+    run_task(&fleet, &file).expect_code(0);
+    assert_eq!(reached(&fleet, "web1"), web1.port);
+}

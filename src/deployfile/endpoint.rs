@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::inventory::{HostKeyPolicy, Jump, Route, SshSettings};
+use crate::inventory::{AddressFamily, HostKeyPolicy, Jump, Route, SshSettings};
 use crate::ssh_config::{HostConfig, Overrides, Proxy, Resolver, Tokens};
 
 /// The deployfile's `[ssh]` values for one host (its own, else the global ones).
@@ -125,6 +125,11 @@ fn resolve(
         host_key_algorithms: config.host_key_algorithms.clone(),
         pubkey_algorithms: config.pubkey_accepted_algorithms.clone(),
         prefer_known_host_key_types: config.prefer_known_host_key_types,
+        address_family: match config.address_family.as_str() {
+            "inet" => AddressFamily::Inet,
+            "inet6" => AddressFamily::Inet6,
+            _ => AddressFamily::Any,
+        },
         forward_agent: given.forward_agent.unwrap_or(config.forward_agent),
         connect_timeout: given
             .connect_timeout
