@@ -51,9 +51,16 @@ fn public_of(path: &Path) -> Option<(PublicKey, Option<PathBuf>)> {
     if let Ok(public) = PublicKey::read_openssh_file(Path::new(&pub_path)) {
         return Some((public, Some(path.to_path_buf())));
     }
-    // The public half of an OpenSSH private key file is readable without its passphrase.
-    let private = PrivateKey::read_openssh_file(path).ok()?;
-    Some((private.public_key().clone(), Some(path.to_path_buf())))
+    // The public half of an OpenSSH private key file is readable without its passphrase;
+    // older formats (PEM, PKCS#8) are read whole, when they are not encrypted.
+    let public = match PrivateKey::read_openssh_file(path) {
+        Ok(private) => private.public_key().clone(),
+        Err(_) => russh::keys::load_secret_key(path, None)
+            .ok()?
+            .public_key()
+            .clone(),
+    };
+    Some((public, Some(path.to_path_buf())))
 }
 
 /// Asks, on a terminal, for the passphrases of the encrypted identity files no agent holds,
