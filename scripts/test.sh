@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
-command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
+# ssh (the oracle of tests/ssh_config.rs), ssh-keygen, ssh-agent and ssh-add.
+{ command -v ssh && command -v ssh-keygen && command -v ssh-agent; } >/dev/null 2>&1 || need+=(openssh-client)
 command -v git >/dev/null 2>&1 || need+=(git)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

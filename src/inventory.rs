@@ -13,7 +13,7 @@ pub enum Address {
     Remote(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HostKeyPolicy {
     /// Only keys already in known_hosts are accepted.
     Strict,
@@ -21,24 +21,26 @@ pub enum HostKeyPolicy {
     AcceptNew,
 }
 
-/// A bastion (`jump = "user@host:port"`, or `ProxyJump`) that a host is reached through.
+/// One hop of a `jump` (deployfile) or `ProxyJump` (ssh_config) list: `[user@]host[:port]`,
+/// or `ssh://[user@]host[:port]`, where host may be an alias of its own.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Jump {
     pub user: Option<String>,
     pub host: String,
-    pub port: u16,
+    pub port: Option<u16>,
 }
 
 impl Jump {
     /// `[user@]host[:port]`, as in OpenSSH's ProxyJump.
     pub fn parse(spec: &str) -> Option<Jump> {
-        let (user, rest) = match spec.split_once('@') {
+        let spec = spec.strip_prefix("ssh://").unwrap_or(spec);
+        let (user, rest) = match spec.rsplit_once('@') {
             Some((user, rest)) => (Some(user.to_string()), rest),
             None => (None, spec),
         };
         let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) => (host, port.parse().ok()?),
-            None => (rest, 22),
+            Some((host, port)) => (host, Some(port.parse().ok().filter(|p| *p > 0)?)),
+            None => (rest, None),
         };
         let valid = !host.is_empty()
             && host
@@ -53,20 +55,105 @@ impl Jump {
     }
 }
 
-#[derive(Debug, Clone)]
+/// How the connection to a host is made.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// A TCP connection to `host_name:port`.
+    Direct,
+    /// A direct-tcpip channel through this bastion (itself reached by its own route).
+    Jump(Box<SshSettings>),
+    /// SSH spoken over the stdin and stdout of this command (`ProxyCommand`, tokens expanded),
+    /// run with `/bin/sh -c`.
+    Command(String),
+}
+
+/// Everything needed to connect to one host (or one bastion), resolved from the deployfile
+/// and OpenSSH's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SshSettings {
-    /// Where to connect: `HostName` from `~/.ssh/config` for an alias, else the address.
+    /// Where to connect: `HostName` from ssh_config for an alias, else the address.
     pub host_name: String,
-    pub jump: Option<Jump>,
+    pub route: Route,
     pub forward_agent: bool,
     pub user: String,
     pub port: u16,
-    pub identity_file: Option<PathBuf>,
+    /// Keys to offer, in order (tokens and `~` expanded); a `.pub` file stands for a key held
+    /// by the agent.
+    pub identity_files: Vec<PathBuf>,
+    /// `CertificateFile`s, offered with the key they certify.
+    pub certificate_files: Vec<PathBuf>,
+    /// `IdentitiesOnly`: offer the agent only the keys of `identity_files`.
+    pub identities_only: bool,
+    /// The ssh-agent socket (`IdentityAgent`, else `SSH_AUTH_SOCK`); `None` for no agent.
+    pub agent: Option<PathBuf>,
     pub host_keys: HostKeyPolicy,
-    pub known_hosts_file: PathBuf,
+    /// User known_hosts files, read in order; a key learnt under accept-new goes to the first.
+    pub known_hosts_files: Vec<PathBuf>,
+    /// `GlobalKnownHostsFile`s, read after the user files.
+    pub global_known_hosts_files: Vec<PathBuf>,
+    /// `HostKeyAlias`: the name looked up in known_hosts instead of `host_name`.
+    pub host_key_alias: Option<String>,
+    /// `HashKnownHosts`: accept-new writes hashed names.
+    pub hash_known_hosts: bool,
+    /// `HostKeyAlgorithms` in preference order (OpenSSH names).
+    pub host_key_algorithms: Vec<String>,
+    /// Whether host key types recorded for the host are offered first (see ssh_config).
+    pub prefer_known_host_key_types: bool,
+    /// `PubkeyAcceptedAlgorithms`: keys of other types are not offered.
+    pub pubkey_algorithms: Vec<String>,
+    /// `AddressFamily`: which of the host name's addresses may be used.
+    pub address_family: AddressFamily,
     pub connect_timeout: Duration,
     pub keepalive_interval: Duration,
     pub keepalive_max: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AddressFamily {
+    Any,
+    /// IPv4 only.
+    Inet,
+    /// IPv6 only.
+    Inet6,
+}
+
+impl SshSettings {
+    /// A direct connection with defaults and no keys (for unit tests of what uses hosts).
+    pub fn direct(host_name: &str, user: &str) -> SshSettings {
+        SshSettings {
+            host_name: host_name.into(),
+            route: Route::Direct,
+            forward_agent: false,
+            user: user.into(),
+            port: 22,
+            identity_files: Vec::new(),
+            certificate_files: Vec::new(),
+            identities_only: false,
+            agent: None,
+            host_keys: HostKeyPolicy::Strict,
+            known_hosts_files: vec![PathBuf::from("/dev/null")],
+            global_known_hosts_files: Vec::new(),
+            host_key_alias: None,
+            hash_known_hosts: false,
+            host_key_algorithms: Vec::new(),
+            pubkey_algorithms: Vec::new(),
+            prefer_known_host_key_types: true,
+            address_family: AddressFamily::Any,
+            connect_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(5),
+            keepalive_max: 3,
+        }
+    }
+
+    /// `host` or `[host]:port`, the name known_hosts records this host under.
+    pub fn known_as(&self) -> String {
+        let name = self.host_key_alias.as_deref().unwrap_or(&self.host_name);
+        if self.port == 22 || self.host_key_alias.is_some() {
+            name.to_string()
+        } else {
+            format!("[{name}]:{}", self.port)
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -221,19 +308,7 @@ mod tests {
             roles: roles.iter().map(|r| r.to_string()).collect(),
             deploy_to: "/srv/app".to_string(),
             vars: Vec::new(),
-            ssh: SshSettings {
-                host_name: "127.0.0.1".into(),
-                jump: None,
-                forward_agent: false,
-                user: "deploy".to_string(),
-                port: 22,
-                identity_file: None,
-                host_keys: HostKeyPolicy::Strict,
-                known_hosts_file: PathBuf::from("/dev/null"),
-                connect_timeout: Duration::from_secs(10),
-                keepalive_interval: Duration::from_secs(5),
-                keepalive_max: 3,
-            },
+            ssh: SshSettings::direct("127.0.0.1", "deploy"),
             housekeeping_timeout: HOUSEKEEPING_TIMEOUT,
         }
     }

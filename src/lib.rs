@@ -4,6 +4,7 @@
 //! The binary is a thin shell around [`cmd`]; everything is here so that tests can call it.
 
 pub mod artifact;
+pub mod auth;
 pub mod cli;
 pub mod cmd;
 pub mod deployfile;
@@ -11,8 +12,10 @@ pub mod diff;
 pub mod error;
 pub mod history;
 pub mod inventory;
+pub mod known_hosts;
 pub mod local;
 pub mod owner;
+pub mod passphrase;
 pub mod plan;
 pub mod refname;
 pub mod release;

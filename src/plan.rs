@@ -676,7 +676,7 @@ pub fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{Address, HostKeyPolicy, SshSettings};
+    use crate::inventory::{Address, SshSettings};
 
     fn host(name: &str, roles: &[&str]) -> Host {
         Host {
@@ -685,19 +685,7 @@ mod tests {
             roles: roles.iter().map(|r| r.to_string()).collect(),
             deploy_to: "/srv/it's".into(),
             vars: vec![],
-            ssh: SshSettings {
-                host_name: "127.0.0.1".into(),
-                jump: None,
-                forward_agent: false,
-                user: "u".into(),
-                port: 22,
-                identity_file: None,
-                host_keys: HostKeyPolicy::Strict,
-                known_hosts_file: "/dev/null".into(),
-                connect_timeout: Duration::from_secs(1),
-                keepalive_interval: Duration::from_secs(1),
-                keepalive_max: 1,
-            },
+            ssh: SshSettings::direct("127.0.0.1", "u"),
             housekeeping_timeout: Duration::from_secs(1),
         }
     }

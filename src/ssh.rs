@@ -1,21 +1,22 @@
 //! SSH connections with russh: one per host for the whole command, reused for every step.
 //!
-//! Host keys are checked against known_hosts before any authentication; an unknown key is
-//! refused under `strict`, learnt under `accept-new`, and a changed key is always refused.
+//! A connection goes directly, through bastions (each reached by its own route and shared by
+//! every host behind it) or over a `ProxyCommand`'s stdin and stdout. The host key is checked
+//! against known_hosts (see [`crate::known_hosts`]) before any authentication (see
+//! [`crate::auth`]); an unknown key is refused under `strict`, learnt under `accept-new`, and a
+//! changed or revoked key is always refused.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use russh::client::{self, AuthResult, Handle};
-use russh::keys::agent::client::AgentClient;
-use russh::keys::known_hosts::{check_known_hosts_path, learn_known_hosts_path};
-use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
+use russh::client::{self, Handle};
 use russh::{ChannelMsg, Disconnect};
 use tokio::sync::{OwnedMappedMutexGuard, OwnedMutexGuard, Semaphore};
 
-use crate::inventory::{HostKeyPolicy, Jump, SshSettings};
+use crate::inventory::{AddressFamily, Route, SshSettings};
 use crate::transport::{Cancel, LineSplitter, Outcome, Stream, interrupted};
 
 /// Uploads at once on one connection: with the host's shell and the channel opened ahead,
@@ -47,6 +48,24 @@ pub enum ConnectError {
         line: usize,
         known_hosts: PathBuf,
     },
+    #[error(
+        "REVOKED host key {fingerprint} offered by {known_as}: line {line} of {} marks it @revoked; the host must get a new key",
+        .known_hosts.display()
+    )]
+    RevokedHostKey {
+        known_as: String,
+        fingerprint: String,
+        line: usize,
+        known_hosts: PathBuf,
+    },
+    #[error(
+        "the host certificate of {known_as} is signed by a trusted @cert-authority ({ca}) but is not valid: {reason}; have it re-signed with `ssh-keygen -s CA_KEY -h -n {known_as} HOST_KEY.pub`"
+    )]
+    HostCertificate {
+        known_as: String,
+        ca: String,
+        reason: String,
+    },
     #[error("cannot use {}: {reason}", .known_hosts.display())]
     KnownHosts {
         known_hosts: PathBuf,
@@ -54,10 +73,21 @@ pub enum ConnectError {
     },
     #[error("authentication as `{user}` failed; tried: {}", .tried.join("; "))]
     Auth { user: String, tried: Vec<String> },
+    #[error(
+        "the server closed the connection during authentication as `{user}` after {attempts} attempts (its MaxAuthTries?); tried: {}. Name the right key with IdentityFile and IdentitiesOnly yes",
+        .tried.join("; ")
+    )]
+    AuthDisconnected {
+        user: String,
+        attempts: usize,
+        tried: Vec<String>,
+    },
     #[error("SSH protocol error: {0}")]
     Protocol(String),
     #[error("cannot use the bastion {bastion}: {reason}")]
     Bastion { bastion: String, reason: String },
+    #[error("ProxyCommand `{command}` failed: {reason}")]
+    ProxyCommand { command: String, reason: String },
 }
 
 fn keyscan_args(known_as: &str) -> String {
@@ -85,29 +115,24 @@ impl From<russh::Error> for HandlerError {
 }
 
 struct Client {
-    host: String,
-    port: u16,
-    policy: HostKeyPolicy,
-    known_hosts: PathBuf,
-    forward_agent: bool,
+    /// The host being connected to, for its known_hosts files, name and agent.
+    settings: SshSettings,
 }
-
-/// known_hosts is one file shared by every connection of the run; appends must not interleave.
-static KNOWN_HOSTS_WRITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl client::Handler for Client {
     type Error = HandlerError;
 
-    /// With `forward_agent = true`, the host's requests to the agent (a `git fetch` of a private
-    /// repo, say) are relayed to the local `SSH_AUTH_SOCK`; otherwise they are refused.
+    /// With `forward_agent = true` (or `ForwardAgent yes`), the host's requests to the agent
+    /// (a `git fetch` of a private repo, say) are relayed to the local agent; otherwise they
+    /// are refused.
     async fn server_channel_open_agent_forward(
         &mut self,
         channel: russh::Channel<client::Msg>,
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        let socket = std::env::var_os("SSH_AUTH_SOCK");
-        let (true, Some(socket)) = (self.forward_agent, socket) else {
+        let (true, Some(socket)) = (self.settings.forward_agent, self.settings.agent.clone())
+        else {
             reply
                 .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
@@ -127,52 +152,28 @@ impl client::Handler for Client {
         &mut self,
         key: &russh::keys::PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
-        let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = key else {
-            return Err(HandlerError::Refused(ConnectError::Protocol(
-                "the server offered a host certificate; deployr checks plain host keys only".into(),
-            )));
-        };
-        let known_as = if self.port == 22 {
-            self.host.clone()
-        } else {
-            format!("[{}]:{}", self.host, self.port)
-        };
-        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
-        match check_known_hosts_path(&self.host, self.port, key, &self.known_hosts) {
-            Ok(true) => Ok(true),
-            Ok(false) => match self.policy {
-                HostKeyPolicy::Strict => Err(HandlerError::Refused(ConnectError::UnknownHostKey {
-                    known_as,
-                    fingerprint,
-                    known_hosts: self.known_hosts.clone(),
-                })),
-                HostKeyPolicy::AcceptNew => {
-                    let _guard = KNOWN_HOSTS_WRITE.lock().unwrap_or_else(|e| e.into_inner());
-                    learn_known_hosts_path(&self.host, self.port, key, &self.known_hosts).map_err(
-                        |error| {
-                            HandlerError::Refused(ConnectError::KnownHosts {
-                                known_hosts: self.known_hosts.clone(),
-                                reason: error.to_string(),
-                            })
-                        },
-                    )?;
-                    Ok(true)
-                }
-            },
-            Err(russh::keys::Error::KeyChanged { line }) => {
-                Err(HandlerError::Refused(ConnectError::HostKeyChanged {
-                    known_as,
-                    fingerprint,
-                    line,
-                    known_hosts: self.known_hosts.clone(),
-                }))
-            }
-            Err(error) => Err(HandlerError::Refused(ConnectError::KnownHosts {
-                known_hosts: self.known_hosts.clone(),
-                reason: error.to_string(),
-            })),
-        }
+        crate::known_hosts::check(&self.settings, key)
+            .map(|()| true)
+            .map_err(HandlerError::Refused)
     }
+}
+
+/// What a connection's transport needs kept alive: the bastion it runs through, or the
+/// `ProxyCommand` process it speaks over (killed when dropped).
+enum Carrier {
+    Direct,
+    Bastion {
+        _link: Arc<Link>,
+    },
+    Command {
+        _process: Box<tokio::process::Child>,
+    },
+}
+
+/// An authenticated connection and what carries it.
+struct Link {
+    handle: Handle<Client>,
+    _carrier: Carrier,
 }
 
 pub struct Session {
@@ -191,8 +192,8 @@ pub struct Session {
     /// Bounds opening a channel and starting the host's shell: work of the same kind as
     /// connecting.
     connect_timeout: Duration,
-    /// The bastion this connection runs through, kept open as long as the connection is.
-    _via: Option<Arc<Handle<Client>>>,
+    /// The bastion or ProxyCommand this connection runs through, kept as long as it is.
+    _carrier: Carrier,
 }
 
 /// Why a host was cut off, once it has been.
@@ -221,47 +222,51 @@ const NO_DEADLINE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Bastion connections of one run, opened once and shared by every host behind them.
 #[derive(Default)]
-pub struct Bastions(tokio::sync::Mutex<HashMap<Jump, BastionResult>>);
+pub struct Bastions(
+    std::sync::Mutex<HashMap<SshSettings, Arc<tokio::sync::OnceCell<BastionResult>>>>,
+);
 
 /// An open bastion connection, or why it could not be opened (said once to every host behind it).
-type BastionResult = Result<Arc<Handle<Client>>, String>;
+type BastionResult = Result<Arc<Link>, String>;
 
 impl Bastions {
-    async fn get(
-        &self,
-        jump: &Jump,
-        settings: &SshSettings,
-    ) -> Result<Arc<Handle<Client>>, ConnectError> {
-        let mut bastions = self.0.lock().await;
-        if !bastions.contains_key(jump) {
-            let bastion_settings = SshSettings {
-                host_name: jump.host.clone(),
-                port: jump.port,
-                user: jump.user.clone().unwrap_or_else(|| settings.user.clone()),
-                jump: None,
-                ..settings.clone()
-            };
-            let connected = handshake(&bastion_settings, None)
-                .await
-                .map(Arc::new)
-                .map_err(|error| error.to_string());
-            bastions.insert(jump.clone(), connected);
-        }
-        bastions[jump]
+    /// The connection to `bastion`, opened by the first host that needs it; the others wait
+    /// for it. A bastion behind another bastion is opened the same way.
+    fn get<'a>(
+        &'a self,
+        bastion: &'a SshSettings,
+    ) -> futures::future::BoxFuture<'a, Result<Arc<Link>, ConnectError>> {
+        Box::pin(async move {
+            let cell = self
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(bastion.clone())
+                .or_default()
+                .clone();
+            cell.get_or_init(|| async {
+                handshake(bastion, self)
+                    .await
+                    .map(|(handle, carrier)| {
+                        Arc::new(Link {
+                            handle,
+                            _carrier: carrier,
+                        })
+                    })
+                    .map_err(|error| error.to_string())
+            })
+            .await
             .clone()
             .map_err(|reason| ConnectError::Bastion {
-                bastion: format!("{}:{}", jump.host, jump.port),
+                bastion: format!("{}@{}:{}", bastion.user, bastion.host_name, bastion.port),
                 reason,
             })
+        })
     }
 }
 
 pub async fn connect(settings: &SshSettings, bastions: &Bastions) -> Result<Session, ConnectError> {
-    let via = match &settings.jump {
-        Some(jump) => Some(bastions.get(jump, settings).await?),
-        None => None,
-    };
-    let handle = handshake(settings, via.as_deref()).await?;
+    let (handle, carrier) = handshake(settings, bastions).await?;
     let session = Session {
         handle: Arc::new(handle),
         forward_agent: settings.forward_agent,
@@ -270,7 +275,7 @@ pub async fn connect(settings: &SshSettings, bastions: &Bastions) -> Result<Sess
         runner: Arc::new(tokio::sync::Mutex::new(None)),
         cut: Arc::default(),
         connect_timeout: settings.connect_timeout,
-        _via: via,
+        _carrier: carrier,
     };
     session.open_spare();
     Ok(session)
@@ -278,61 +283,103 @@ pub async fn connect(settings: &SshSettings, bastions: &Bastions) -> Result<Sess
 
 type Opening = tokio::task::JoinHandle<Result<russh::Channel<client::Msg>, russh::Error>>;
 
-/// Connects (directly, or through a bastion's direct-tcpip channel), checks the host key and
-/// authenticates, all within `connect_timeout`.
+/// Connects by the host's route, checks the host key and authenticates, all within
+/// `connect_timeout` (a bastion's own connection has its own).
 async fn handshake(
     settings: &SshSettings,
-    via: Option<&Handle<Client>>,
-) -> Result<Handle<Client>, ConnectError> {
+    bastions: &Bastions,
+) -> Result<(Handle<Client>, Carrier), ConnectError> {
+    let via = match &settings.route {
+        Route::Jump(bastion) => Some(bastions.get(bastion).await?),
+        _ => None,
+    };
     let address = settings.host_name.as_str();
     let target = format!("{address}:{}", settings.port);
+    let (key, certificates) = crate::known_hosts::algorithms(settings);
+    if key.is_empty() {
+        return Err(ConnectError::Protocol(format!(
+            "HostKeyAlgorithms for {target} leaves no algorithm deployr supports"
+        )));
+    }
     let config = Arc::new(client::Config {
         keepalive_interval: Some(settings.keepalive_interval),
         keepalive_max: settings.keepalive_max,
         nodelay: true,
+        preferred: russh::Preferred {
+            key: Cow::Owned(key),
+            host_key_certificates: Cow::Owned(certificates),
+            ..russh::Preferred::DEFAULT
+        },
         ..Default::default()
     });
     let client = Client {
-        host: address.to_string(),
-        port: settings.port,
-        policy: settings.host_keys,
-        known_hosts: settings.known_hosts_file.clone(),
-        forward_agent: settings.forward_agent,
+        settings: settings.clone(),
     };
     let refused = |error| match error {
         HandlerError::Refused(refused) => refused,
         HandlerError::Ssh(error) => ConnectError::Protocol(error.to_string()),
     };
+    crate::auth::unlock(settings).await;
     let timeout = settings.connect_timeout;
     let connecting = async {
-        let mut handle = match via {
-            Some(bastion) => {
+        let (mut handle, carrier) = match (&settings.route, via) {
+            (_, Some(bastion)) => {
                 let channel = bastion
+                    .handle
                     .channel_open_direct_tcpip(address, settings.port as u32, "127.0.0.1", 0)
                     .await
                     .map_err(|error| ConnectError::Unreachable {
                         address: format!("{target} through the bastion"),
                         reason: error.to_string(),
                     })?;
-                client::connect_stream(config, channel.into_stream(), client)
+                let handle = client::connect_stream(config, channel.into_stream(), client)
                     .await
-                    .map_err(refused)?
+                    .map_err(refused)?;
+                (handle, Carrier::Bastion { _link: bastion })
             }
-            None => {
-                let socket = tokio::net::TcpStream::connect(&target)
+            (Route::Command(command), None) => {
+                let (mut child, stream, stderr) = spawn_proxy(command)?;
+                match client::connect_stream(config, stream, client).await {
+                    Ok(handle) => (
+                        handle,
+                        Carrier::Command {
+                            _process: Box::new(child),
+                        },
+                    ),
+                    Err(error) => {
+                        let error = refused(error);
+                        let _ = child.start_kill();
+                        let said = stderr.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        return Err(match error {
+                            ConnectError::Protocol(reason) => ConnectError::ProxyCommand {
+                                command: command.clone(),
+                                reason: if said.trim().is_empty() {
+                                    reason
+                                } else {
+                                    format!("{reason}; it said: {}", said.trim())
+                                },
+                            },
+                            other => other,
+                        });
+                    }
+                }
+            }
+            _ => {
+                let socket = dial(&target, settings.address_family)
                     .await
                     .map_err(|error| ConnectError::Unreachable {
                         address: target.clone(),
                         reason: error.to_string(),
                     })?;
                 socket.set_nodelay(true).ok();
-                client::connect_stream(config, socket, client)
+                let handle = client::connect_stream(config, socket, client)
                     .await
-                    .map_err(refused)?
+                    .map_err(refused)?;
+                (handle, Carrier::Direct)
             }
         };
-        authenticate(&mut handle, settings).await?;
-        Ok(handle)
+        crate::auth::authenticate(&mut handle, settings).await?;
+        Ok((handle, carrier))
     };
     tokio::time::timeout(timeout, connecting)
         .await
@@ -342,131 +389,74 @@ async fn handshake(
         })?
 }
 
-/// Tries, in OpenSSH's order: the deployfile's `identity_file`, the agent's identities, then the
-/// default key files. Every attempt is recorded so a failure can say what was tried.
-async fn authenticate(
-    handle: &mut Handle<Client>,
-    settings: &SshSettings,
-) -> Result<(), ConnectError> {
-    let user = settings.user.as_str();
-    let mut tried = Vec::new();
-    if let Some(path) = &settings.identity_file
-        && try_key_file(handle, user, path, &mut tried).await?
-    {
-        return Ok(());
+/// A TCP connection to the first address of `target` that answers, among those of the
+/// `AddressFamily` allowed.
+async fn dial(target: &str, family: AddressFamily) -> std::io::Result<tokio::net::TcpStream> {
+    if family == AddressFamily::Any {
+        return tokio::net::TcpStream::connect(target).await;
     }
-    if try_agent(handle, user, &mut tried).await? {
-        return Ok(());
+    let mut last = None;
+    for address in tokio::net::lookup_host(target).await? {
+        if address.is_ipv4() != (family == AddressFamily::Inet) {
+            continue;
+        }
+        match tokio::net::TcpStream::connect(address).await {
+            Ok(socket) => return Ok(socket),
+            Err(error) => last = Some(error),
+        }
     }
-    if settings.identity_file.is_none() {
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_default();
-        for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
-            let path = home.join(".ssh").join(name);
-            if path.exists() && try_key_file(handle, user, &path, &mut tried).await? {
-                return Ok(());
+    let family = if family == AddressFamily::Inet {
+        "inet"
+    } else {
+        "inet6"
+    };
+    Err(std::io::Error::other(match last {
+        Some(error) => format!("{error} (AddressFamily {family})"),
+        None => format!("it has no address allowed by AddressFamily {family}"),
+    }))
+}
+
+type ProxyStream = tokio::io::Join<tokio::process::ChildStdout, tokio::process::ChildStdin>;
+
+/// Starts a `ProxyCommand` as OpenSSH does (`exec` under `/bin/sh -c`); SSH then runs over its
+/// stdout and stdin. What it says on stderr is kept for the error if the connection fails.
+fn spawn_proxy(
+    command: &str,
+) -> Result<
+    (
+        tokio::process::Child,
+        ProxyStream,
+        Arc<std::sync::Mutex<String>>,
+    ),
+    ConnectError,
+> {
+    let mut child = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("exec {command}"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| ConnectError::ProxyCommand {
+            command: command.to_string(),
+            reason: error.to_string(),
+        })?;
+    let stdout = child.stdout.take().expect("piped");
+    let stdin = child.stdin.take().expect("piped");
+    let said = Arc::new(std::sync::Mutex::new(String::new()));
+    if let Some(mut stderr) = child.stderr.take() {
+        let said = said.clone();
+        tokio::spawn(async move {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n @ 1..) = tokio::io::AsyncReadExt::read(&mut stderr, &mut buffer).await {
+                said.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
             }
-        }
+        });
     }
-    if tried.is_empty() {
-        tried.push("nothing: no identity_file, no ssh-agent and no ~/.ssh/id_* key".into());
-    }
-    Err(ConnectError::Auth {
-        user: user.to_string(),
-        tried,
-    })
-}
-
-async fn try_key_file(
-    handle: &mut Handle<Client>,
-    user: &str,
-    path: &Path,
-    tried: &mut Vec<String>,
-) -> Result<bool, ConnectError> {
-    let key = match russh::keys::load_secret_key(path, None) {
-        Ok(key) => key,
-        Err(russh::keys::Error::KeyIsEncrypted) => {
-            tried.push(format!(
-                "key {} (passphrase-protected: add it to ssh-agent)",
-                path.display()
-            ));
-            return Ok(false);
-        }
-        Err(error) => {
-            tried.push(format!("key {} (unreadable: {error})", path.display()));
-            return Ok(false);
-        }
-    };
-    let hash = handle
-        .best_supported_rsa_hash()
-        .await
-        .map_err(|error| ConnectError::Protocol(error.to_string()))?
-        .flatten();
-    let result = handle
-        .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
-        .await
-        .map_err(|error| ConnectError::Protocol(error.to_string()))?;
-    if result.success() {
-        return Ok(true);
-    }
-    tried.push(format!("key {} (rejected by the server)", path.display()));
-    Ok(false)
-}
-
-async fn try_agent(
-    handle: &mut Handle<Client>,
-    user: &str,
-    tried: &mut Vec<String>,
-) -> Result<bool, ConnectError> {
-    if std::env::var_os("SSH_AUTH_SOCK").is_none() {
-        return Ok(false);
-    }
-    let mut agent = match AgentClient::connect_env().await {
-        Ok(agent) => agent,
-        Err(error) => {
-            tried.push(format!("ssh-agent (cannot connect: {error})"));
-            return Ok(false);
-        }
-    };
-    let identities = match agent.request_identities().await {
-        Ok(identities) => identities,
-        Err(error) => {
-            tried.push(format!("ssh-agent (cannot list keys: {error})"));
-            return Ok(false);
-        }
-    };
-    let hash = handle
-        .best_supported_rsa_hash()
-        .await
-        .map_err(|error| ConnectError::Protocol(error.to_string()))?
-        .flatten();
-    let keys: Vec<PublicKey> = identities
-        .into_iter()
-        .filter_map(|identity| match identity {
-            russh::keys::agent::AgentIdentity::PublicKey { key, .. } => Some(key),
-            russh::keys::agent::AgentIdentity::Certificate { .. } => None,
-        })
-        .collect();
-    if keys.is_empty() {
-        tried.push("ssh-agent (holds no keys)".into());
-        return Ok(false);
-    }
-    for key in keys {
-        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
-        let hash = if key.algorithm().is_rsa() { hash } else { None };
-        match handle
-            .authenticate_publickey_with(user, key, hash, &mut agent)
-            .await
-        {
-            Ok(AuthResult::Success) => return Ok(true),
-            Ok(AuthResult::Failure { .. }) => tried.push(format!(
-                "ssh-agent key {fingerprint} (rejected by the server)"
-            )),
-            Err(error) => tried.push(format!("ssh-agent key {fingerprint} ({error})")),
-        }
-    }
-    Ok(false)
+    Ok((child, tokio::io::join(stdout, stdin), said))
 }
 
 /// A shell kept running on the host for the whole command. Each step is sent to it as

@@ -17,5 +17,7 @@ mod releases;
 mod run;
 mod secrets;
 mod ssh;
+mod ssh_config;
+mod ssh_connect;
 mod stages;
 mod upload;

@@ -105,10 +105,13 @@ fn connection_problem(error: &crate::ssh::ConnectError) -> String {
         Timeout { .. } => "FAILED: timed out",
         UnknownHostKey { .. } => "FAILED: unknown host key",
         HostKeyChanged { .. } => "FAILED: HOST KEY CHANGED",
+        RevokedHostKey { .. } => "FAILED: host key REVOKED",
+        HostCertificate { .. } => "FAILED: bad host certificate",
         KnownHosts { .. } => "FAILED: known_hosts unreadable",
-        Auth { .. } => "FAILED: authentication",
+        Auth { .. } | AuthDisconnected { .. } => "FAILED: authentication",
         Protocol(_) => "FAILED: protocol error",
         Bastion { .. } => "FAILED: bastion",
+        ProxyCommand { .. } => "FAILED: ProxyCommand",
     }
     .to_string()
 }

@@ -2,6 +2,7 @@
 //! anything connects anywhere. Every error names the file, line and column.
 
 mod diagnostic;
+mod endpoint;
 mod raw;
 mod secrets;
 mod stage;
@@ -16,8 +17,9 @@ use raw::{RawDeployfile, RawEnvValue, RawSsh, RawStep, S};
 use crate::inventory::{Address, Host, HostKeyPolicy, Jump, SshSettings, nearest};
 use crate::refname;
 use crate::report::MIN_SECRET_LEN;
-use crate::ssh_config::{HostConfig, SshConfigFile};
+use crate::ssh_config::Resolver;
 use crate::template::{BASE_VARIABLES, RELEASE_VARIABLES, Template};
+use endpoint::Given;
 
 pub const DEFAULT_PATH: &str = "deployfile.toml";
 
@@ -215,7 +217,7 @@ struct Validator<'a> {
     path: &'a Path,
     text: &'a str,
     diagnostics: Vec<Diagnostic>,
-    ssh_config: Option<SshConfigFile>,
+    ssh_config: Option<Resolver>,
     /// Names of the `[vars]` that local steps may use.
     local_vars: Vec<String>,
 }
@@ -705,32 +707,9 @@ impl Validator<'_> {
             .collect()
     }
 
-    /// `~/.ssh/config`, read once, and only when some host is remote.
-    fn ssh_config(&mut self, alias: &str) -> HostConfig {
-        if self.ssh_config.is_none() {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            let file = match SshConfigFile::load(&home) {
-                Ok(file) => file,
-                Err(problem) => {
-                    self.diagnostics
-                        .push(Diagnostic::without_position(self.path, problem));
-                    SshConfigFile::empty()
-                }
-            };
-            self.ssh_config = Some(file);
-        }
-        self.ssh_config.as_ref().expect("loaded").host(alias)
-    }
-
-    /// A host's SSH settings: its own keys, then `[ssh]`, then `~/.ssh/config`, then defaults.
+    /// A host's SSH settings: its own keys, then `[ssh]`, then OpenSSH's configuration for the
+    /// address, then defaults.
     fn ssh(&mut self, global: &RawSsh, own: &RawSsh, address: &str) -> SshSettings {
-        let config = if address == "local" {
-            HostConfig::default()
-        } else {
-            self.ssh_config(address)
-        };
         let pick = |own: &Option<S<String>>, global: &Option<S<String>>| {
             own.clone().or_else(|| global.clone())
         };
@@ -743,84 +722,70 @@ impl Validator<'_> {
                 }
             }
         });
-        let host_keys = match pick(&own.known_hosts, &global.known_hosts) {
-            None if config.accept_new == Some(true) => HostKeyPolicy::AcceptNew,
-            None => HostKeyPolicy::Strict,
+        let known_hosts = match pick(&own.known_hosts, &global.known_hosts) {
+            None => None,
             Some(value) => match value.get_ref().as_str() {
-                "strict" => HostKeyPolicy::Strict,
-                "accept-new" => HostKeyPolicy::AcceptNew,
+                "strict" => Some(HostKeyPolicy::Strict),
+                "accept-new" => Some(HostKeyPolicy::AcceptNew),
                 other => {
                     self.error(
                         value.span(),
                         format!("known_hosts is \"strict\" or \"accept-new\", not \"{other}\""),
                         None,
                     );
-                    HostKeyPolicy::Strict
-                }
-            },
-        };
-        let keepalive_max = own
-            .keepalive_max
-            .as_ref()
-            .or(global.keepalive_max.as_ref())
-            .map(|n| self.positive(n, "keepalive_max"))
-            .unwrap_or(3);
-        let jump = match pick(&own.jump, &global.jump) {
-            Some(spec) => match Jump::parse(spec.get_ref()) {
-                Some(jump) => Some(jump),
-                None => {
-                    self.error(
-                        spec.span(),
-                        format!("`{}` is not a jump host; write it as user@host:port", spec.get_ref()),
-                        None,
-                    );
                     None
                 }
             },
-            None => config.proxy_jump.as_deref().and_then(|spec| {
-                let jump = Jump::parse(spec);
-                if jump.is_none() {
-                    self.diagnostics.push(Diagnostic::without_position(
-                        self.path,
-                        format!("ProxyJump `{spec}` for {address} in ~/.ssh/config is not user@host:port"),
-                    ));
-                }
-                jump
-            }),
         };
-        SshSettings {
-            host_name: config
-                .host_name
-                .clone()
-                .unwrap_or_else(|| address.to_string()),
+        let jump = pick(&own.jump, &global.jump).and_then(|spec| {
+            for hop in spec.get_ref().split(',') {
+                if Jump::parse(hop).is_none() {
+                    self.error(
+                        spec.span(),
+                        format!("`{hop}` is not a jump host; write it as [user@]host[:port] (hops separated by commas)"),
+                        None,
+                    );
+                    return None;
+                }
+            }
+            Some(spec.into_inner())
+        });
+        let given = Given {
+            user: pick(&own.user, &global.user).map(|u| u.into_inner()),
+            port,
+            identity_file: pick(&own.identity_file, &global.identity_file)
+                .map(|path| expand_home(path.get_ref())),
+            known_hosts,
+            known_hosts_file: pick(&own.known_hosts_file, &global.known_hosts_file)
+                .map(|path| expand_home(path.get_ref())),
             jump,
             forward_agent: own
                 .forward_agent
                 .as_ref()
                 .or(global.forward_agent.as_ref())
-                .is_some_and(|f| *f.get_ref()),
-            user: pick(&own.user, &global.user)
-                .map(|u| u.into_inner())
-                .or(config.user)
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "root".to_string()),
-            port: port.or(config.port).unwrap_or(22),
-            identity_file: pick(&own.identity_file, &global.identity_file)
-                .map(|path| expand_home(path.get_ref()))
-                .or(config.identity_file),
-            host_keys,
-            known_hosts_file: pick(&own.known_hosts_file, &global.known_hosts_file)
-                .map(|path| expand_home(path.get_ref()))
-                .or(config.known_hosts_file)
-                .unwrap_or_else(|| expand_home("~/.ssh/known_hosts")),
+                .map(|f| *f.get_ref()),
             connect_timeout: self
-                .duration(pick(&own.connect_timeout, &global.connect_timeout).as_ref())
-                .or(config.connect_timeout)
-                .unwrap_or(Duration::from_secs(10)),
+                .duration(pick(&own.connect_timeout, &global.connect_timeout).as_ref()),
             keepalive_interval: self
-                .duration(pick(&own.keepalive_interval, &global.keepalive_interval).as_ref())
-                .unwrap_or(Duration::from_secs(5)),
-            keepalive_max,
+                .duration(pick(&own.keepalive_interval, &global.keepalive_interval).as_ref()),
+            keepalive_max: own
+                .keepalive_max
+                .as_ref()
+                .or(global.keepalive_max.as_ref())
+                .map(|n| self.positive(n, "keepalive_max")),
+        };
+        if address == "local" {
+            return SshSettings::direct("local", "");
+        }
+        // OpenSSH's configuration is read when the first remote host needs it.
+        let resolver = self.ssh_config.get_or_insert_with(Resolver::standard);
+        match endpoint::settings(resolver, address, &given) {
+            Ok(settings) => settings,
+            Err(problem) => {
+                self.diagnostics
+                    .push(Diagnostic::without_position(self.path, problem));
+                SshSettings::direct(address, "")
+            }
         }
     }
 
