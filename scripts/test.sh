@@ -19,4 +19,6 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# The release build first: the test suite checks the static binary too.
+bash scripts/dist.sh --profile dev
 cargo test --locked

@@ -7,6 +7,7 @@ mod bounds;
 mod containment;
 mod deployfile_errors;
 mod diff;
+mod dist;
 mod example;
 mod faults;
 mod history;
