@@ -23,6 +23,7 @@ fn exit_code(error: &Error) -> u8 {
         Error::Connect(_) => 3,
         Error::Locked { .. } | Error::HolderAlive(_) => 4,
         Error::RolledBack { .. } => 5,
+        Error::LeftOut(_) => 6,
         Error::Diverged { .. } => 7,
         Error::Interrupted(signal) => 128 + signal.number() as u8,
     }
