@@ -7,6 +7,7 @@ mod bounds;
 mod deployfile_errors;
 mod example;
 mod faults;
+mod fleets;
 mod local_steps;
 mod locks;
 mod output;
