@@ -619,6 +619,14 @@ async fn switch_wave(
             outcome: Outcome::Lost(error.to_string()),
         }]
     };
+    if context.cancel.is_cancelled() {
+        // A signal between the waves: the second wave is not switched, the first goes back.
+        return Err(vec![StepFailure {
+            host: "every host".into(),
+            step: "switch".into(),
+            outcome: crate::transport::interrupted(),
+        }]);
+    }
     let now: Vec<usize> = pending
         .iter()
         .copied()
