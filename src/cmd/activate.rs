@@ -518,8 +518,9 @@ pub(super) async fn switch_all(
     };
     let mut done = Vec::new();
     let mut wave_started = started;
-    for (wave, members) in &waves {
+    for (index, (wave, members)) in waves.iter().enumerate() {
         let wave = *wave;
+        let last = index + 1 == waves.len();
         session.events.set_wave(wave);
         let result = switch_wave(
             context,
@@ -529,6 +530,7 @@ pub(super) async fn switch_all(
             &previous,
             &pending,
             members,
+            last,
             &mut switched,
         )
         .await;
@@ -597,8 +599,9 @@ pub(super) async fn switch_all(
 }
 
 /// One wave of a switch: the armed switch of `members` that are `pending`, then the
-/// after-switch steps and (for an activation) the health check on `members`. Every host told to
-/// switch is added to `switched`; returns the switch skew, or what failed.
+/// after-switch steps and (for an activation) the health check on `members`; local steps (on this
+/// machine) run once, in the `last` wave. Every host told to switch is added to `switched`;
+/// returns the switch skew, or what failed.
 #[allow(clippy::too_many_arguments)]
 async fn switch_wave(
     context: &Context,
@@ -608,6 +611,7 @@ async fn switch_wave(
     previous: &[Option<String>],
     pending: &[usize],
     members: &[usize],
+    last: bool,
     switched: &mut Vec<usize>,
 ) -> Result<Duration, Vec<StepFailure>> {
     let hosts = &context.hosts;
@@ -653,8 +657,9 @@ async fn switch_wave(
     for mut step in after {
         let planned = !step.runs.is_empty();
         step.runs.retain(|run| members.contains(&run.host));
-        if planned && step.runs.is_empty() {
-            // A `once` step that ran in the other wave, or roles that no host here has.
+        if (planned && step.runs.is_empty()) || (step.local.is_some() && !last) {
+            // A `once` step that ran in the other wave, roles that no host here has, or a
+            // local step, which runs once, after the last wave.
             continue;
         }
         let results = session.step(&step).await;
