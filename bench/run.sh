@@ -63,4 +63,17 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-BENCH_PIDFILE="$pidfile" python3 bench/run.py --deployr "$DEPLOYR_BIN" "$@"
+# pyinfra, for the fan-out comparison (issue 15): from PyPI into a venv of its own, pinned;
+# left out (and said so) when it cannot be installed. BENCH_PYINFRA=path uses another one.
+if [ -z "${BENCH_PYINFRA:-}" ]; then
+  venv="${TMPDIR:-/tmp}/deployr-bench-pyinfra"
+  if [ -x "$venv/bin/pyinfra" ] ||
+    { python3 -m venv "$venv" && "$venv/bin/pip" install -q "pyinfra==3.10.0"; } >&2; then
+    BENCH_PYINFRA="$venv/bin/pyinfra"
+  else
+    echo "bench: pyinfra could not be installed from PyPI; the fan-out has no pyinfra column" >&2
+  fi
+fi
+
+BENCH_PIDFILE="$pidfile" python3 bench/run.py --deployr "$DEPLOYR_BIN" \
+  ${BENCH_PYINFRA:+--pyinfra "$BENCH_PYINFRA"} "$@"

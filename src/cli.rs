@@ -94,16 +94,26 @@ pub enum Command {
         /// prepared on every host.
         #[arg(long)]
         force: bool,
+        /// Leave out up to N (or P%) of the selected hosts that cannot be connected to or
+        /// authenticated, and exit 6 when any was left out (default: none; exit 3).
+        #[arg(long, value_name = "N|P%")]
+        allow_unreachable: Option<Portion>,
     },
     /// Run the [[activate]] steps (migrate once), switch every host to the prepared release at
     /// once, run the after-switch steps and the health check.
-    #[command(
-        after_help = "Examples:\n  deployr activate\n  deployr activate --hosts web1   # canary, then `deployr activate`"
-    )]
+    #[command(after_help = "Examples:\n  deployr activate\n  deployr activate --canary 1")]
     Activate {
         /// Activate this release (present on every host) instead of the prepared one.
         #[arg(long, value_name = "ID")]
         release: Option<String>,
+        /// Switch the first N (or P%) selected hosts first, run their after-switch steps and
+        /// health check, and only then switch the others.
+        #[arg(long, value_name = "N|P%")]
+        canary: Option<Portion>,
+        /// Leave out up to N (or P%) of the selected hosts that cannot be connected to or
+        /// authenticated, and exit 6 when any was left out (default: none; exit 3).
+        #[arg(long, value_name = "N|P%")]
+        allow_unreachable: Option<Portion>,
     },
     /// Prepare, then activate.
     #[command(after_help = "Example:\n  deployr deploy --ref v1.4.0")]
@@ -115,6 +125,14 @@ pub enum Command {
         /// prepared on every host.
         #[arg(long)]
         force: bool,
+        /// Switch the first N (or P%) selected hosts first, run their after-switch steps and
+        /// health check, and only then switch the others.
+        #[arg(long, value_name = "N|P%")]
+        canary: Option<Portion>,
+        /// Leave out up to N (or P%) of the selected hosts that cannot be connected to or
+        /// authenticated, and exit 6 when any was left out (default: none; exit 3).
+        #[arg(long, value_name = "N|P%")]
+        allow_unreachable: Option<Portion>,
     },
     /// Switch every host back to the previous (or the given) release and run the after-switch
     /// steps.
@@ -125,7 +143,15 @@ pub enum Command {
         /// The release to go back to (default: the one before the current release).
         #[arg(long, value_name = "ID")]
         to: Option<String>,
+        /// Leave out up to N (or P%) of the selected hosts that cannot be connected to or
+        /// authenticated, and exit 6 when any was left out (default: none; exit 3).
+        #[arg(long, value_name = "N|P%")]
+        allow_unreachable: Option<Portion>,
     },
+    /// Bring every selected host that is not on the release most hosts serve (drift) to that
+    /// release: prepare its commit there and switch it; the other hosts are not touched.
+    #[command(after_help = "Examples:\n  deployr catch-up --dry-run\n  deployr catch-up")]
+    CatchUp,
     /// Current and prepared release per host, the lock holder, and drift between hosts.
     #[command(after_help = "Example:\n  deployr status")]
     Status,
@@ -170,7 +196,59 @@ pub enum Command {
     Check,
 }
 
+/// A number of hosts, or a percentage of the selected hosts (`--canary`, `--allow-unreachable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Portion {
+    Hosts(usize),
+    Percent(u32),
+}
+
+impl Portion {
+    /// How many of `total` hosts: a percentage is rounded up.
+    pub fn of(self, total: usize) -> usize {
+        match self {
+            Portion::Hosts(n) => n,
+            Portion::Percent(p) => (total * p as usize).div_ceil(100),
+        }
+    }
+}
+
+impl std::str::FromStr for Portion {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Portion, String> {
+        let bad = || format!("`{text}` is neither a number of hosts (3) nor a percentage (10%)");
+        match text.strip_suffix('%') {
+            Some(percent) => match percent.parse::<u32>() {
+                Ok(p) if p <= 100 => Ok(Portion::Percent(p)),
+                Ok(_) => Err(format!("`{text}`: a percentage is at most 100%")),
+                Err(_) => Err(bad()),
+            },
+            None => text.parse().map(Portion::Hosts).map_err(|_| bad()),
+        }
+    }
+}
+
 impl Command {
+    /// `--allow-unreachable`, on the commands that take it.
+    pub fn allow_unreachable(&self) -> Option<Portion> {
+        match self {
+            Command::Prepare {
+                allow_unreachable, ..
+            }
+            | Command::Activate {
+                allow_unreachable, ..
+            }
+            | Command::Deploy {
+                allow_unreachable, ..
+            }
+            | Command::Rollback {
+                allow_unreachable, ..
+            } => *allow_unreachable,
+            _ => None,
+        }
+    }
+
     /// The command as typed, for events and the lock's owner line.
     pub fn name(&self) -> String {
         match self {
@@ -179,6 +257,7 @@ impl Command {
             Command::Activate { .. } => "activate".into(),
             Command::Deploy { .. } => "deploy".into(),
             Command::Rollback { .. } => "rollback".into(),
+            Command::CatchUp => "catch-up".into(),
             Command::Status => "status".into(),
             Command::Releases => "releases".into(),
             Command::Unlock { .. } => "unlock".into(),

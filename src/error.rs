@@ -70,6 +70,11 @@ pub enum Error {
     HolderAlive(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// Done on every host that could be reached; `--allow-unreachable` let these be left out.
+    #[error("done on the reachable hosts, but {} unreachable host{} {} LEFT OUT (--allow-unreachable): {}\nWhen they answer again, `deployr status` shows whether they need `deployr catch-up`",
+        .0.len(), if .0.len() == 1 { "" } else { "s" }, if .0.len() == 1 { "was" } else { "were" },
+        .0.iter().map(|f| format!("{}: {}", f.host, f.error)).collect::<Vec<_>>().join("; "))]
+    LeftOut(Vec<ConnectFailure>),
 }
 
 impl Error {
@@ -90,6 +95,7 @@ impl Error {
             Error::Connect(_) => 3,
             Error::Locked { .. } | Error::HolderAlive(_) => 4,
             Error::RolledBack { .. } => 5,
+            Error::LeftOut(_) => 6,
             Error::Diverged { .. } => 7,
             Error::Interrupted(signal) => 128 + signal.number() as u8,
         }

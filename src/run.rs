@@ -4,11 +4,13 @@
 //! and result is an event for the reporter.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
 use crate::artifact::Artifact;
+use crate::deployfile::Connecting;
 use crate::inventory::{HOUSEKEEPING_TIMEOUT, Host, TRANSFER_TIMEOUT};
 use crate::plan::{LOCAL, Plan, PlannedRun, PlannedStep};
 use crate::report::{EventKind, Events};
@@ -28,20 +30,40 @@ pub struct StepFailure {
     pub outcome: Outcome,
 }
 
-/// Opens one connection per host, all at once within `concurrency`; one result per host, in
-/// the order of `hosts`.
+/// Opens one connection per host, all at once within `concurrency`, starting them no faster
+/// than `connecting.rate` a second (after a first burst) and trying a connection that was
+/// refused or dropped before authentication again, with a growing pause, up to
+/// `connecting.attempts` times; one result per host, in the order of `hosts`.
 pub async fn connect(
     hosts: &[Host],
     concurrency: usize,
+    connecting: Connecting,
     events: &Events,
 ) -> Vec<Result<Arc<Connection>, ConnectFailure>> {
     let bastions = crate::ssh::Bastions::default();
     let bastions = &bastions;
+    let pacer = &Pacer::new(connecting.rate);
     futures::stream::iter(hosts)
         .map(|host| async move {
             let started = Instant::now();
-            match Connection::open(host, bastions).await {
+            let mut attempt = 1;
+            let result = loop {
+                pacer.wait_turn().await;
+                match Connection::open(host, bastions).await {
+                    Err(error) if attempt < connecting.attempts && is_transient(&error) => {
+                        tokio::time::sleep(RETRY_PAUSE * (1 << (attempt - 1).min(4))).await;
+                        attempt += 1;
+                    }
+                    result => break result,
+                }
+            };
+            match result {
                 Ok(connection) => {
+                    if attempt > 1 {
+                        events.send(EventKind::Notice {
+                            text: format!("{}: connected at attempt {attempt}", host.name),
+                        });
+                    }
                     events.send(EventKind::Connected {
                         host: host.name.clone(),
                         duration: started.elapsed(),
@@ -65,23 +87,97 @@ pub async fn connect(
         .await
 }
 
-/// Either every host is connected, or the caller gets every failure (and the connections that
-/// did open are closed), so that it can refuse to run anything anywhere.
+/// The pause before the second attempt to connect; it doubles with each further one.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// A failure that a second try may not meet: the connection was refused, reset or dropped
+/// before the server authenticated us (a restarting sshd, MaxStartups shedding load, a busy
+/// NAT gateway). Host-key, known_hosts and authentication failures are answers, not accidents,
+/// and a timeout has already cost its whole bound: neither is tried again.
+fn is_transient(error: &ConnectError) -> bool {
+    matches!(
+        error,
+        ConnectError::Unreachable { .. } | ConnectError::Protocol(_)
+    )
+}
+
+/// Spaces out the start of connections: the first `BURST` start at once, every later one
+/// `1 / rate` after the one before.
+struct Pacer {
+    since: Instant,
+    gap: Duration,
+    started: AtomicUsize,
+}
+
+impl Pacer {
+    fn new(rate: usize) -> Pacer {
+        Pacer {
+            since: Instant::now(),
+            gap: Duration::from_secs(1) / rate.max(1) as u32,
+            started: AtomicUsize::new(0),
+        }
+    }
+
+    async fn wait_turn(&self) {
+        let turn = self.started.fetch_add(1, Ordering::Relaxed);
+        let paced = turn.saturating_sub(Connecting::BURST) as u32;
+        tokio::time::sleep_until((self.since + self.gap * paced).into()).await;
+    }
+}
+
+/// Whether a host that could not be connected to may be left out under `--allow-unreachable`:
+/// a host key that is unknown or changed, or an unusable known_hosts file, always stops the
+/// command, since going on would trust a host that may not be the one meant.
+pub fn may_leave_out(error: &ConnectError) -> bool {
+    !matches!(
+        error,
+        ConnectError::UnknownHostKey { .. }
+            | ConnectError::HostKeyChanged { .. }
+            | ConnectError::KnownHosts { .. }
+    )
+}
+
+/// The outcome of connecting to every selected host: either every host is connected, or the
+/// caller gets every failure (and the connections that did open are closed), so that it can
+/// refuse to run anything anywhere; or, when `leave_out` allows it, the connected hosts and
+/// the failures of those left out.
+pub struct Connected {
+    /// One per host that was connected, with its index in the selection.
+    pub connections: Vec<(usize, Arc<Connection>)>,
+    pub left_out: Vec<ConnectFailure>,
+}
+
+/// Connects to every host; up to `leave_out` hosts that cannot be reached (see
+/// [`may_leave_out`]) are left out, and any other failure closes what was opened.
 pub async fn connect_all(
     hosts: &[Host],
     concurrency: usize,
+    connecting: Connecting,
+    leave_out: usize,
     events: &Events,
-) -> Result<Vec<Arc<Connection>>, Vec<ConnectFailure>> {
-    let (connected, failed): (Vec<_>, Vec<_>) = connect(hosts, concurrency, events)
+) -> Result<Connected, Vec<ConnectFailure>> {
+    let mut connections = Vec::new();
+    let mut failed = Vec::new();
+    for (index, result) in connect(hosts, concurrency, connecting, events)
         .await
         .into_iter()
-        .partition(Result::is_ok);
-    let connected: Vec<Arc<Connection>> = connected.into_iter().filter_map(Result::ok).collect();
-    if failed.is_empty() {
-        Ok(connected)
+        .enumerate()
+    {
+        match result {
+            Ok(connection) => connections.push((index, connection)),
+            Err(failure) => failed.push(failure),
+        }
+    }
+    let allowed = failed.len() <= leave_out && failed.iter().all(|f| may_leave_out(&f.error));
+    if failed.is_empty() || allowed {
+        Ok(Connected {
+            connections,
+            left_out: failed,
+        })
     } else {
-        disconnect(&connected).await;
-        Err(failed.into_iter().filter_map(Result::err).collect())
+        let opened: Vec<Arc<Connection>> = connections.into_iter().map(|(_, c)| c).collect();
+        disconnect(&opened).await;
+        Err(failed)
     }
 }
 

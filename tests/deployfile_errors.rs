@@ -548,6 +548,26 @@ run = "true"
             expect: &["keep_releases must be a whole number of at least 1"],
         },
         Case {
+            name: "connect_attempts = 0",
+            toml: r#"[app]
+name = "shop"
+deploy_to = "/tmp/deployr-x"
+
+[ssh]
+connect_attempts = 0
+
+[hosts.web1]
+address = "local"
+
+[tasks.x]
+run = "true"
+"#,
+            line: 6,
+            column: 20,
+            at: "0",
+            expect: &["connect_attempts must be a whole number of at least 1"],
+        },
+        Case {
             name: "env from_env of an unset variable",
             toml: r#"[app]
 name = "shop"

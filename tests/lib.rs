@@ -10,6 +10,7 @@ mod diff;
 mod dist;
 mod example;
 mod faults;
+mod fleets;
 mod history;
 mod local_steps;
 mod locks;

@@ -6,17 +6,23 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::{Context, Ending, Session};
+use crate::cli::Portion;
 use crate::error::Error;
 use crate::plan::{self, Plan, ReleaseInfo};
 use crate::release::{self, HostState};
-use crate::report::EventKind;
+use crate::report::{EventKind, Wave};
 use crate::run::{self, StepFailure};
 use crate::transport::Outcome;
 
-pub async fn command(context: &Context, release: Option<&str>) -> Result<(), Error> {
+pub async fn command(
+    context: &Context,
+    release: Option<&str>,
+    canary: Option<Portion>,
+) -> Result<(), Error> {
     if let Some(id) = release {
         release::validate_id(id)?;
     }
+    canaries(context, canary)?;
     if context.dry_run {
         let info = ReleaseInfo {
             release: release.unwrap_or("<prepared release>").to_string(),
@@ -26,10 +32,10 @@ pub async fn command(context: &Context, release: Option<&str>) -> Result<(), Err
         return print_switch_plan(context, &info, Action::Activate);
     }
     context
-        .with_session(async |session| {
+        .with_session(async |context, session| {
             let states = session.lock("activate").await?;
             session.service_checks().await?;
-            activate(context, session, states, release).await
+            activate(context, session, states, release, canary).await
         })
         .await
 }
@@ -47,16 +53,38 @@ pub async fn rollback_command(context: &Context, to: Option<&str>) -> Result<(),
         return print_switch_plan(context, &info, Action::Rollback);
     }
     context
-        .with_session(async |session| {
+        .with_session(async |context, session| {
             let states = session.lock("rollback").await?;
             rollback(context, session, states, to).await
         })
         .await
 }
 
+/// The hosts of the first wave of `--canary`: the first N (or P%, rounded up, at least one) of
+/// the selected hosts, in deployfile order; none without `--canary`. At least one host must be
+/// left for the second wave.
+pub fn canaries(context: &Context, canary: Option<Portion>) -> Result<Vec<usize>, Error> {
+    let Some(portion) = canary else {
+        return Ok(Vec::new());
+    };
+    let total = context.hosts.len();
+    let count = portion.of(total).max(1);
+    if count >= total {
+        return Err(Error::Usage(format!(
+            "--canary {} would take {count} of the {total} selected host{}, leaving none for the second wave; use a smaller number, or no --canary",
+            match portion {
+                Portion::Hosts(n) => n.to_string(),
+                Portion::Percent(p) => format!("{p}%"),
+            },
+            if total == 1 { "" } else { "s" }
+        )));
+    }
+    Ok((0..count).collect())
+}
+
 /// What a switch is for: an activation runs the health check and prunes; a rollback does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
+pub(super) enum Action {
     Activate,
     Rollback,
 }
@@ -231,8 +259,10 @@ pub async fn activate(
     session: &Session<'_>,
     states: Vec<HostState>,
     requested: Option<&str>,
+    canary: Option<Portion>,
 ) -> Result<(), Error> {
     refuse_directories(context, &states)?;
+    let canary = canaries(context, canary)?;
     let mut previous: Vec<Option<String>> = states.iter().map(|s| s.current.clone()).collect();
     if let Some(unfinished) = unfinished(context, &states)? {
         if requested.is_some_and(|id| id != unfinished.release) {
@@ -244,9 +274,14 @@ pub async fn activate(
         }
         require_complete(context, &states, &unfinished.release)?;
         session.notice(format!(
-            "finishing the activation of {} that was switched on {} but never finished",
+            "finishing the activation of {} that was switched on {} but never finished{}",
             unfinished.release,
-            names(context, &unfinished.hosts)
+            names(context, &unfinished.hosts),
+            if canary.is_empty() {
+                ""
+            } else {
+                " (in one wave: --canary does not apply)"
+            }
         ));
         for &host in &unfinished.hosts {
             previous[host] = states[host]
@@ -261,6 +296,7 @@ pub async fn activate(
             action: Action::Activate,
             previous,
             already: unfinished.hosts,
+            canary: Vec::new(),
         };
         return switch_all(context, session, &states, switch, Instant::now()).await;
     }
@@ -283,12 +319,13 @@ pub async fn activate(
         action: Action::Activate,
         previous,
         already: Vec::new(),
+        canary,
     };
     switch_all(context, session, &states, switch, started).await
 }
 
 /// The commit and ref of `release`, from a host's prepared marker or its release list.
-fn release_info(states: &[HostState], release: &str) -> ReleaseInfo {
+pub(super) fn release_info(states: &[HostState], release: &str) -> ReleaseInfo {
     let prepared = states
         .iter()
         .find_map(|s| s.prepared.as_ref().filter(|p| p.release == release));
@@ -337,6 +374,7 @@ pub async fn rollback(
         action: Action::Rollback,
         previous,
         already: unfinished.map(|u| u.hosts).unwrap_or_default(),
+        canary: Vec::new(),
     };
     switch_all(context, session, &states, switch, Instant::now()).await
 }
@@ -413,20 +451,23 @@ fn common_previous(context: &Context, states: &[HostState]) -> Result<String, Er
 }
 
 /// One switch of the selected hosts to `info.release`.
-struct Switch<'a> {
-    info: &'a ReleaseInfo,
-    action: Action,
+pub(super) struct Switch<'a> {
+    pub info: &'a ReleaseInfo,
+    pub action: Action,
     /// What each host served before this activation: where it goes back to on failure.
-    previous: Vec<Option<String>>,
+    pub previous: Vec<Option<String>>,
     /// Hosts that are part of this switch although not switched now: those an unfinished
     /// activation switched (or left journaled). They are finished, or taken back, with the rest.
-    already: Vec<usize>,
+    pub already: Vec<usize>,
+    /// The first wave (`--canary`): switched, after-switch steps and health check, before any
+    /// other host is switched. Empty: every host in one wave.
+    pub canary: Vec<usize>,
 }
 
 /// Switches every host not yet on the release, runs the after-switch steps and (for an
 /// activation) the health check, then records and prunes. Any failure from the switch on
 /// takes every host that may have switched back.
-async fn switch_all(
+pub(super) async fn switch_all(
     context: &Context,
     session: &Session<'_>,
     states: &[HostState],
@@ -440,6 +481,7 @@ async fn switch_all(
         action,
         previous,
         already,
+        canary,
     } = switch;
     let pending: Vec<usize> = (0..hosts.len())
         .filter(|&i| states[i].current.as_deref() != Some(&info.release))
@@ -461,53 +503,52 @@ async fn switch_all(
     }
     // Hosts that may be on the new release from here on: taken back on any failure.
     let mut switched = already.clone();
-    let mut skew = Duration::ZERO;
-    if !pending.is_empty() {
-        let switch_step = plan::switch(hosts, &pending, &info.release, &previous)?;
-        context.set_busy(&format!("switching every host to {}", info.release));
-        let results = session.step_to_the_end(&switch_step).await;
-        switched.extend(results.iter().filter(|r| r.fired).map(|r| r.host));
-        skew = spread(results.iter().map(|r| r.finished));
-        if let Err(failures) = run::failures(hosts, &switch_step, &results) {
-            if switched.is_empty() {
+    let waves: Vec<(Option<Wave>, Vec<usize>)> = if canary.is_empty() {
+        vec![(None, (0..hosts.len()).collect())]
+    } else {
+        let rest = (0..hosts.len()).filter(|i| !canary.contains(i)).collect();
+        vec![(Some(Wave::Canary), canary), (Some(Wave::Rest), rest)]
+    };
+    let mut done = Vec::new();
+    let mut wave_started = started;
+    for (index, (wave, members)) in waves.iter().enumerate() {
+        let wave = *wave;
+        let last = index + 1 == waves.len();
+        session.events.set_wave(wave);
+        let result = switch_wave(
+            context,
+            session,
+            info,
+            action,
+            &previous,
+            &pending,
+            members,
+            last,
+            &mut switched,
+        )
+        .await;
+        session.events.set_wave(None);
+        match result {
+            Ok(skew) => {
+                let live = members
+                    .iter()
+                    .filter(|&&i| pending.contains(&i) || already.contains(&i))
+                    .count();
+                done.push((wave, live, wave_started.elapsed(), skew));
+                wave_started = Instant::now();
+            }
+            Err(failures) if switched.is_empty() => {
                 // Called off everywhere before any host was told to go.
                 return Err(Error::StepFailed(failures));
             }
-            return Err(restore(
-                context, session, states, &switched, &previous, info, failures,
-            )
-            .await);
+            Err(failures) => {
+                return Err(restore(
+                    context, session, states, &switched, &previous, info, failures,
+                )
+                .await);
+            }
         }
     }
-    let mut after =
-        plan::activate_steps(deployfile, hosts, true, &context.timestamp, info, &previous)?;
-    if action == Action::Activate {
-        after.extend(plan::healthcheck(
-            deployfile,
-            hosts,
-            &context.timestamp,
-            info,
-            &previous,
-        )?);
-    }
-    for step in &after {
-        let results = session.step(step).await;
-        let mut failed = run::failures(hosts, step, &results).err();
-        if failed.is_none() && context.cancel.is_cancelled() {
-            failed = Some(vec![StepFailure {
-                host: "every host".into(),
-                step: step.name.clone(),
-                outcome: crate::transport::interrupted(),
-            }]);
-        }
-        if let Some(failures) = failed {
-            return Err(restore(
-                context, session, states, &switched, &previous, info, failures,
-            )
-            .await);
-        }
-    }
-    let window = started.elapsed();
     let record = |host: usize| session.record(host, &Ending::ok());
     let keep = deployfile.app.keep_releases;
     let prune = |host: usize| match action {
@@ -520,24 +561,106 @@ async fn switch_all(
     let token = Some(context.token.as_str());
     let finish = plan::finish(hosts, &finished, &info.release, &record, &prune, token)?;
     let results = session.step_to_the_end(&finish).await;
-    let done = || {
+    let succeeded = || {
         results
             .iter()
             .filter(|r| r.outcome.success())
             .map(|r| r.host)
     };
-    session.unlocked(done());
-    session.recorded(done());
-    session.events.send(EventKind::Activated {
-        release: info.release.clone(),
-        hosts: finished.len(),
-        window,
-        skew,
-    });
+    session.unlocked(succeeded());
+    session.recorded(succeeded());
+    for (wave, live, window, skew) in done {
+        session.events.send_in(
+            wave,
+            EventKind::Activated {
+                release: info.release.clone(),
+                hosts: live,
+                window,
+                skew,
+            },
+        );
+    }
     run::failures(hosts, &finish, &results).map_err(|failures| Error::Unrecorded {
         release: info.release.clone(),
         failures,
     })
+}
+
+/// One wave of a switch: the armed switch of `members` that are `pending`, then the
+/// after-switch steps and (for an activation) the health check on `members`; local steps (on this
+/// machine) run once, in the `last` wave. Every host told to switch is added to `switched`;
+/// returns the switch skew, or what failed.
+#[allow(clippy::too_many_arguments)]
+async fn switch_wave(
+    context: &Context,
+    session: &Session<'_>,
+    info: &ReleaseInfo,
+    action: Action,
+    previous: &[Option<String>],
+    pending: &[usize],
+    members: &[usize],
+    last: bool,
+    switched: &mut Vec<usize>,
+) -> Result<Duration, Vec<StepFailure>> {
+    let hosts = &context.hosts;
+    let deployfile = &context.deployfile;
+    let planning = |error: crate::plan::QuoteError| {
+        vec![StepFailure {
+            host: "every host".into(),
+            step: "planning".into(),
+            outcome: Outcome::Lost(error.to_string()),
+        }]
+    };
+    if context.cancel.is_cancelled() {
+        // A signal between the waves: the second wave is not switched, the first goes back.
+        return Err(vec![StepFailure {
+            host: "every host".into(),
+            step: "switch".into(),
+            outcome: crate::transport::interrupted(),
+        }]);
+    }
+    let now: Vec<usize> = pending
+        .iter()
+        .copied()
+        .filter(|i| members.contains(i))
+        .collect();
+    let mut skew = Duration::ZERO;
+    if !now.is_empty() {
+        let switch_step = plan::switch(hosts, &now, &info.release, previous).map_err(planning)?;
+        context.set_busy(&format!("switching every host to {}", info.release));
+        let results = session.step_to_the_end(&switch_step).await;
+        switched.extend(results.iter().filter(|r| r.fired).map(|r| r.host));
+        skew = spread(results.iter().map(|r| r.finished));
+        run::failures(hosts, &switch_step, &results)?;
+    }
+    let mut after =
+        plan::activate_steps(deployfile, hosts, true, &context.timestamp, info, previous)
+            .map_err(planning)?;
+    if action == Action::Activate {
+        after.extend(
+            plan::healthcheck(deployfile, hosts, &context.timestamp, info, previous)
+                .map_err(planning)?,
+        );
+    }
+    for mut step in after {
+        let planned = !step.runs.is_empty();
+        step.runs.retain(|run| members.contains(&run.host));
+        if (planned && step.runs.is_empty()) || (step.local.is_some() && !last) {
+            // A `once` step that ran in the other wave, roles that no host here has, or a
+            // local step, which runs once, after the last wave.
+            continue;
+        }
+        let results = session.step(&step).await;
+        run::failures(hosts, &step, &results)?;
+        if context.cancel.is_cancelled() {
+            return Err(vec![StepFailure {
+                host: "every host".into(),
+                step: step.name.clone(),
+                outcome: crate::transport::interrupted(),
+            }]);
+        }
+    }
+    Ok(skew)
 }
 
 fn spread(times: impl Iterator<Item = Instant>) -> Duration {

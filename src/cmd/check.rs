@@ -32,7 +32,13 @@ async fn probe_and_check(
     checks: &Plan,
     events: &Events,
 ) -> Result<(), Error> {
-    let results = run::connect(&context.hosts, context.concurrency, events).await;
+    let results = run::connect(
+        &context.hosts,
+        context.concurrency,
+        context.deployfile.connecting,
+        events,
+    )
+    .await;
     let mut connections = Vec::new();
     let mut unreachable = Vec::new();
     let mut unusable = Vec::new();

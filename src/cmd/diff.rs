@@ -35,7 +35,7 @@ pub async fn command(context: &Context, reference: Option<&str>) -> Result<(), E
         });
     }
     context
-        .with_session(async |session| {
+        .with_session(async |context, session| {
             let states = session.states().await?;
             let target = resolve(context, session, source, &workspace, &reference)
                 .await?

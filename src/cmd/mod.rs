@@ -2,6 +2,7 @@
 //! runner with a reporter watching.
 
 mod activate;
+mod catch_up;
 mod check;
 mod diff;
 mod init;
@@ -13,7 +14,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::cli::{Cli, ColorChoice, Command, GlobalArgs};
+use crate::cli::{Cli, ColorChoice, Command, GlobalArgs, Portion};
 use crate::deployfile::Deployfile;
 use crate::error::Error;
 use crate::history;
@@ -39,6 +40,7 @@ impl Failed {
 }
 
 /// Everything a command needs once the deployfile and the command line have been validated.
+#[derive(Clone)]
 pub struct Context {
     pub deployfile: Deployfile,
     /// The selected hosts, in deployfile order.
@@ -67,6 +69,8 @@ pub struct Context {
     /// `deployr` with the flags that choose this deployfile and stage: the start of a command
     /// that a message tells the operator to run.
     pub rerun: String,
+    /// `--allow-unreachable`: how many selected hosts that cannot be reached may be left out.
+    pub allow_unreachable: Option<Portion>,
 }
 
 impl Context {
@@ -129,6 +133,7 @@ impl Context {
             command,
             hosts,
             deployfile,
+            allow_unreachable: None,
         })
     }
 
@@ -329,25 +334,6 @@ impl Ending {
 }
 
 impl<'a> Session<'a> {
-    /// Connects to every selected host; if any cannot be reached, none is used.
-    async fn open(context: &'a Context, events: &Events) -> Result<Session<'a>, Error> {
-        events.send(EventKind::RunStarted {
-            command: context.command.clone(),
-            hosts: context.hosts.iter().map(|h| h.name.clone()).collect(),
-        });
-        let connections = run::connect_all(&context.hosts, context.concurrency, events)
-            .await
-            .map_err(Error::Connect)?;
-        Ok(Session {
-            context,
-            connections,
-            events: events.clone(),
-            locked: Mutex::new(Vec::new()),
-            recorded: Mutex::new(Vec::new()),
-            subject: Mutex::new(None),
-        })
-    }
-
     fn hosts(&self) -> &[Host] {
         &self.context.hosts
     }
@@ -602,15 +588,61 @@ impl<'a> Session<'a> {
 }
 
 impl Context {
-    /// Runs `work` over a session with a reporter watching, and waits for the summary.
+    /// Runs `work` over a session with a reporter watching, and waits for the summary. `work`
+    /// gets the context of the hosts it works on: with `--allow-unreachable`, the selection
+    /// without the hosts that were left out.
     async fn with_session<T>(
         &self,
-        work: impl AsyncFnOnce(&Session<'_>) -> Result<T, Error>,
+        work: impl AsyncFnOnce(&Context, &Session<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let (events, reporter) = self.reporter().spawn();
-        let result = match Session::open(self, &events).await {
-            Ok(session) => {
-                let result = self.blame_the_signal(work(&session).await);
+        events.send(EventKind::RunStarted {
+            command: self.command.clone(),
+            hosts: self.hosts.iter().map(|h| h.name.clone()).collect(),
+        });
+        let leave_out = self
+            .allow_unreachable
+            .map_or(0, |portion| portion.of(self.hosts.len()));
+        let connected = run::connect_all(
+            &self.hosts,
+            self.concurrency,
+            self.deployfile.connecting,
+            leave_out,
+            &events,
+        )
+        .await;
+        let result = match connected {
+            Err(failures) => Err(Error::Connect(failures)),
+            Ok(connected) => {
+                let left_out = connected.left_out;
+                let narrowed;
+                let context = if left_out.is_empty() {
+                    self
+                } else {
+                    narrowed = self.without(&left_out);
+                    events.send(EventKind::Notice {
+                        text: format!(
+                            "warning: leaving out {} unreachable host{} (--allow-unreachable): {}",
+                            left_out.len(),
+                            if left_out.len() == 1 { "" } else { "s" },
+                            left_out
+                                .iter()
+                                .map(|f| format!("{} ({})", f.host, f.error))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    });
+                    &narrowed
+                };
+                let session = Session {
+                    context,
+                    connections: connected.connections.into_iter().map(|(_, c)| c).collect(),
+                    events: events.clone(),
+                    locked: Mutex::new(Vec::new()),
+                    recorded: Mutex::new(Vec::new()),
+                    subject: Mutex::new(None),
+                };
+                let result = self.blame_the_signal(work(context, &session).await);
                 self.set_busy("releasing the deploy lock");
                 let ending = self.changes_hosts().then(|| Ending::of(&result));
                 session.unlock(ending.as_ref()).await;
@@ -620,13 +652,24 @@ impl Context {
                     session.hooks(ending, exit_code).await;
                 }
                 session.close().await;
-                result
+                match result {
+                    Ok(_) if !left_out.is_empty() => Err(Error::LeftOut(left_out)),
+                    result => result,
+                }
             }
-            Err(error) => Err(error),
         };
         drop(events);
         let _ = reporter.await;
         result
+    }
+
+    /// This context without the hosts that were left out.
+    fn without(&self, left_out: &[run::ConnectFailure]) -> Context {
+        let mut narrowed = self.clone();
+        narrowed
+            .hosts
+            .retain(|host| !left_out.iter().any(|f| f.host == host.name));
+        narrowed
     }
 }
 
@@ -662,23 +705,30 @@ pub async fn main(cli: Cli) -> Result<(), Failed> {
         _ => {}
     }
     let command = cli.command.name();
-    let context =
+    let mut context =
         Context::load(&cli.global, command, watch_interrupts()).map_err(|error| Failed {
             error,
             masker: Masker::default(),
         })?;
     let changes_hosts = context.changes_hosts();
+    context.allow_unreachable = cli.command.allow_unreachable();
     let result = match &cli.command {
         Command::Run { task } => task::run(&context, task).await,
         Command::Check => check::run(&context).await,
-        Command::Prepare { reference, force } => {
-            prepare::command(&context, reference.as_deref(), *force).await
-        }
-        Command::Activate { release } => activate::command(&context, release.as_deref()).await,
-        Command::Deploy { reference, force } => {
-            deploy(&context, reference.as_deref(), *force).await
-        }
-        Command::Rollback { to } => activate::rollback_command(&context, to.as_deref()).await,
+        Command::Prepare {
+            reference, force, ..
+        } => prepare::command(&context, reference.as_deref(), *force).await,
+        Command::Activate {
+            release, canary, ..
+        } => activate::command(&context, release.as_deref(), *canary).await,
+        Command::Deploy {
+            reference,
+            force,
+            canary,
+            ..
+        } => deploy(&context, reference.as_deref(), *force, *canary).await,
+        Command::Rollback { to, .. } => activate::rollback_command(&context, to.as_deref()).await,
+        Command::CatchUp => catch_up::command(&context).await,
         Command::Status => status::status(&context).await,
         Command::Releases => status::releases(&context).await,
         Command::Unlock { force } => status::unlock(&context, *force).await,
@@ -760,16 +810,23 @@ fn watch_interrupts() -> Interrupts {
 }
 
 /// `deployr deploy`: prepare, then activate exactly that release, over the same connections.
-async fn deploy(context: &Context, reference: Option<&str>, force: bool) -> Result<(), Error> {
+async fn deploy(
+    context: &Context,
+    reference: Option<&str>,
+    force: bool,
+    canary: Option<Portion>,
+) -> Result<(), Error> {
+    activate::canaries(context, canary)?;
     if context.dry_run {
         prepare::command(context, reference, force).await?;
-        return activate::command(context, None).await;
+        return activate::command(context, None, canary).await;
     }
     context
-        .with_session(async |session| {
+        .with_session(async |context, session| {
             let mut states = session.lock("deploy").await?;
             session.service_checks().await?;
-            let prepared = prepare::prepare(context, session, &states, reference, force).await?;
+            let prepared =
+                prepare::prepare(context, session, &states, reference, force, None).await?;
             // What prepare just wrote, without reading every host again.
             for state in &mut states {
                 if !state.has_release(&prepared.release) {
@@ -778,7 +835,7 @@ async fn deploy(context: &Context, reference: Option<&str>, force: bool) -> Resu
                 }
                 state.prepared = Some(prepared.clone());
             }
-            activate::activate(context, session, states, Some(&prepared.release)).await
+            activate::activate(context, session, states, Some(&prepared.release), canary).await
         })
         .await
 }

@@ -55,10 +55,10 @@ pub async fn command(context: &Context, reference: Option<&str>, force: bool) ->
         });
     }
     context
-        .with_session(async |session| {
+        .with_session(async |context, session| {
             let states = session.lock("prepare").await?;
             session.service_checks().await?;
-            prepare(context, session, &states, reference, force)
+            prepare(context, session, &states, reference, force, None)
                 .await
                 .map(drop)
         })
@@ -85,12 +85,14 @@ pub(super) fn reference_to_deploy(
 
 /// Prepares a new release on every host of the session and returns what was prepared (or,
 /// with uploads, the release that already holds this commit on every host, unless `force`).
+/// `release` names it (for `catch-up`, the release the other hosts serve); by default a new id.
 pub async fn prepare(
     context: &Context,
     session: &Session<'_>,
     states: &[HostState],
     reference: Option<&str>,
     force: bool,
+    release: Option<&str>,
 ) -> Result<Prepared, Error> {
     let deployfile = &context.deployfile;
     let hosts = &context.hosts;
@@ -106,7 +108,7 @@ pub async fn prepare(
         .iter()
         .flat_map(|s| s.releases.iter().map(|(id, _)| id.as_str()));
     let mut info = ReleaseInfo {
-        release: release::next_id(context.now, existing),
+        release: release.map_or_else(|| release::next_id(context.now, existing), str::to_string),
         commit: String::new(),
         reference,
     };

@@ -23,7 +23,7 @@ async fn with_states(
         });
     }
     context
-        .with_session(async |session| {
+        .with_session(async |_, session| {
             let states = session.states().await?;
             show(session, &states).await
         })
@@ -182,9 +182,32 @@ fn warn_drift(session: &Session<'_>, states: &[HostState]) {
         .collect();
     if distinct.len() > 1 {
         let list: Vec<&str> = distinct.into_iter().collect();
+        let fix = match majority(states) {
+            Some(release) => format!(
+                "; `{} catch-up` brings the others to {release}, which most hosts serve",
+                session.context.rerun
+            ),
+            None => "; no release is served by most hosts: choose one with `deployr activate --release ID`".into(),
+        };
         session.notice(format!(
-            "warning: drift: the selected hosts serve different releases: {}",
+            "warning: drift: the selected hosts serve different releases: {}{fix}",
             list.join(", ")
         ));
+    }
+}
+
+/// The release that more selected hosts serve than any other (a tie has none).
+pub fn majority(states: &[HostState]) -> Option<&str> {
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for state in states {
+        if let Some(current) = state.current.as_deref() {
+            *counts.entry(current).or_default() += 1;
+        }
+    }
+    let most = *counts.values().max()?;
+    let mut leaders = counts.into_iter().filter(|(_, n)| *n == most);
+    match (leaders.next(), leaders.next()) {
+        (Some((release, _)), None) => Some(release),
+        _ => None,
     }
 }

@@ -33,7 +33,7 @@ pub async fn run(context: &Context, name: &str) -> Result<(), Error> {
         return context.print_plan(&plan);
     }
     context
-        .with_session(async |session| {
+        .with_session(async |_, session| {
             if task.lock {
                 session.lock(&format!("run {name}")).await?;
             }

@@ -23,6 +23,24 @@ use endpoint::Given;
 
 pub const DEFAULT_PATH: &str = "deployfile.toml";
 
+/// How fast connections are started, and how often one that failed on the way is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connecting {
+    /// New connections started per second, after the first [`Connecting::BURST`].
+    pub rate: usize,
+    /// Tries per host for a connection refused or dropped before authentication.
+    pub attempts: usize,
+}
+
+impl Connecting {
+    /// Well under what one NAT gateway or a fleet of default sshds (MaxStartups 10:30:100)
+    /// takes without dropping connections, and 1,000 hosts still start within 5 seconds.
+    pub const DEFAULT_RATE: usize = 200;
+    pub const DEFAULT_ATTEMPTS: usize = 3;
+    /// Connections started at once before the rate applies: a small fleet waits for no pacing.
+    pub const BURST: usize = 50;
+}
+
 #[derive(Debug, Clone)]
 pub struct Deployfile {
     pub path: PathBuf,
@@ -40,6 +58,8 @@ pub struct Deployfile {
     pub on_failure: Vec<Step>,
     /// Hosts worked on at once.
     pub concurrency: usize,
+    /// How connections are started: `[ssh] connect_rate` and `connect_attempts`.
+    pub connecting: Connecting,
     /// The `[vars]` that use no host's value: the only ones a local step can use.
     pub local_vars: Vec<(String, Template)>,
 }
@@ -269,6 +289,22 @@ impl Validator<'_> {
             .as_ref()
             .map(|n| self.positive(n, "concurrency"))
             .unwrap_or(50);
+        let connecting = Connecting {
+            rate: raw
+                .ssh
+                .connect_rate
+                .as_ref()
+                .map_or(Connecting::DEFAULT_RATE, |n| {
+                    self.positive(n, "connect_rate")
+                }),
+            attempts: raw
+                .ssh
+                .connect_attempts
+                .as_ref()
+                .map_or(Connecting::DEFAULT_ATTEMPTS, |n| {
+                    self.positive(n, "connect_attempts")
+                }),
+        };
         let env = self.env(&raw.env.0);
         let vars = self.vars(&raw.vars.0);
         let local_vars: Vec<(String, Template)> = vars
@@ -365,6 +401,7 @@ impl Validator<'_> {
             healthcheck,
             tasks,
             concurrency,
+            connecting,
             local_vars,
         }
     }

@@ -87,6 +87,8 @@ pub struct RawSsh {
     pub forward_agent: Option<S<bool>>,
     pub concurrency: Option<S<i64>>,
     pub housekeeping_timeout: Option<S<String>>,
+    pub connect_rate: Option<S<i64>>,
+    pub connect_attempts: Option<S<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +128,8 @@ impl RawHost {
             forward_agent: self.forward_agent.clone(),
             concurrency: None,
             housekeeping_timeout: None,
+            connect_rate: None,
+            connect_attempts: None,
         }
     }
 }

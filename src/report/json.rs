@@ -100,6 +100,9 @@ pub fn event(event: &Event, masker: &Masker) -> Value {
         }
     };
     value["time"] = json!(time);
+    if let Some(wave) = event.wave {
+        value["wave"] = json!(wave.name());
+    }
     value
 }
 

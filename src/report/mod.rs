@@ -7,6 +7,7 @@ mod progress;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -21,7 +22,25 @@ const TAIL_LINES: usize = 20;
 #[derive(Debug, Clone)]
 pub struct Event {
     pub time: DateTime<Utc>,
+    /// The wave of a canary activation the event belongs to; none outside one.
+    pub wave: Option<Wave>,
     pub kind: EventKind,
+}
+
+/// The two waves of `activate --canary`: the canaries, then every other host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wave {
+    Canary,
+    Rest,
+}
+
+impl Wave {
+    pub fn name(self) -> &'static str {
+        match self {
+            Wave::Canary => "canary",
+            Wave::Rest => "rest",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -93,14 +112,31 @@ pub enum EventKind {
 /// How host tasks talk to the reporter. Sending never blocks and never fails the run: a reporter
 /// that has gone away only means nobody is watching.
 #[derive(Clone)]
-pub struct Events(mpsc::UnboundedSender<Event>);
+pub struct Events {
+    sender: mpsc::UnboundedSender<Event>,
+    /// The wave running now, shared by every handle: waves run one after the other, and every
+    /// event sent meanwhile, from any task, belongs to it.
+    wave: Arc<Mutex<Option<Wave>>>,
+}
 
 impl Events {
     pub fn send(&self, kind: EventKind) {
-        let _ = self.0.send(Event {
+        let wave = *self.wave.lock().expect("wave");
+        self.send_in(wave, kind);
+    }
+
+    /// Sends an event that belongs to `wave`, whichever wave is running.
+    pub fn send_in(&self, wave: Option<Wave>, kind: EventKind) {
+        let _ = self.sender.send(Event {
             time: Utc::now(),
+            wave,
             kind,
         });
+    }
+
+    /// Marks every event from now on as part of `wave` (none: outside the waves).
+    pub fn set_wave(&self, wave: Option<Wave>) {
+        *self.wave.lock().expect("wave") = wave;
     }
 
     pub fn step_started(&self, host: &str, step: &str) {
@@ -251,7 +287,8 @@ pub struct Reporter {
     tails: BTreeMap<(String, String), VecDeque<String>>,
     failures: Vec<(String, String, Outcome)>,
     probes: Vec<(String, Vec<(String, String)>)>,
-    activation: Option<String>,
+    /// The last lines of the summary: one per wave of an activation.
+    activation: Vec<String>,
 }
 
 impl Reporter {
@@ -276,7 +313,7 @@ impl Reporter {
             tails: BTreeMap::new(),
             failures: Vec::new(),
             probes: Vec::new(),
-            activation: None,
+            activation: Vec::new(),
         }
     }
 
@@ -291,7 +328,11 @@ impl Reporter {
             self.summary();
             self
         });
-        (Events(sender), task)
+        let events = Events {
+            sender,
+            wave: Arc::new(Mutex::new(None)),
+        };
+        (events, task)
     }
 
     /// A line of the final summary.
@@ -420,8 +461,13 @@ impl Reporter {
                 window,
                 skew,
             } => {
-                self.activation = Some(format!(
-                    "{release} live on {hosts} host{}: activation window {}, switch skew {}",
+                let wave = match event.wave {
+                    Some(Wave::Canary) => " (canary wave)",
+                    Some(Wave::Rest) => " (second wave)",
+                    None => "",
+                };
+                self.activation.push(format!(
+                    "{release} live on {hosts} host{}{wave}: activation window {}, switch skew {}",
                     if *hosts == 1 { "" } else { "s" },
                     seconds(*window),
                     milliseconds(*skew)
@@ -477,7 +523,7 @@ impl Reporter {
         if !self.steps.is_empty() && self.verbosity > Verbosity::Quiet {
             self.step_table();
         }
-        if let Some(activation) = self.activation.take() {
+        for activation in std::mem::take(&mut self.activation) {
             self.line(&activation);
         }
     }

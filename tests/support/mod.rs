@@ -175,6 +175,41 @@ impl SshHost {
         }
     }
 
+    /// Starts this host's sshd again after [`SshHost::kill`], on the same port with the same
+    /// config and host key: a host coming back after a crash.
+    pub fn restart(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "{}'s sshd is still running",
+            self.name
+        );
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("sshd.log"))
+            .unwrap();
+        let mut child = Command::new(sshd_path())
+            .args(["-D", "-e", "-f"])
+            .arg(self.dir.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start sshd");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
+                let _ = child.kill();
+                panic!(
+                    "sshd for {} did not start again:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.child = Some(child);
+    }
+
     /// Sends `signal` (e.g. "STOP", "CONT") to this host's sshd and every process under it.
     pub fn signal_all(&self, signal: &str) {
         let root = self.child.as_ref().expect("running sshd").id();
