@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
-use crate::transport::{Cancel, LineSplitter, Outcome, Stream, interrupted};
+use crate::lines::LineSplitter;
+use crate::transport::{Cancel, Outcome, Stream, interrupted};
 
 /// A started `sh -c`, read as it runs.
 pub struct Running {
@@ -96,6 +97,14 @@ impl Running {
         let mut out_buf = [0u8; 8192];
         let mut err_buf = [0u8; 8192];
         while self.out_open || self.err_open {
+            // Output the screen has not taken yet holds further reading back (see `BACKLOG`).
+            tokio::select! {
+                _ = crate::lines::BACKLOG.room() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Some(self.stop(pid, Outcome::TimedOut(timeout.unwrap_or_default())).await);
+                }
+                _ = cancel.cancelled() => return Some(self.stop(pid, interrupted()).await),
+            }
             tokio::select! {
                 read = self.stdout_pipe.read(&mut out_buf), if self.out_open => match read {
                     Ok(0) | Err(_) => self.out_open = false,

@@ -68,6 +68,12 @@ pub async fn connect(
                         host: host.name.clone(),
                         duration: started.elapsed(),
                     });
+                    for line in connection.start_up() {
+                        events.send(EventKind::StartUpOutput {
+                            host: host.name.clone(),
+                            line: line.clone(),
+                        });
+                    }
                     Ok(Arc::new(connection))
                 }
                 Err(error) => {

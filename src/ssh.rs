@@ -17,7 +17,9 @@ use russh::{ChannelMsg, Disconnect};
 use tokio::sync::{OwnedMappedMutexGuard, OwnedMutexGuard, Semaphore};
 
 use crate::inventory::{AddressFamily, Route, SshSettings};
-use crate::transport::{Cancel, LineSplitter, Outcome, Stream, interrupted};
+use crate::lines::LineSplitter;
+use crate::remote::frame::{self, Marker};
+use crate::transport::{Cancel, Outcome, Stream, interrupted};
 
 /// Uploads at once on one connection: with the host's shell and the channel opened ahead,
 /// below OpenSSH's `MaxSessions` default of 10 channels per connection.
@@ -88,6 +90,9 @@ pub enum ConnectError {
     Bastion { bastion: String, reason: String },
     #[error("ProxyCommand `{command}` failed: {reason}")]
     ProxyCommand { command: String, reason: String },
+    /// Connected and authenticated, but the login shell did not start deployr's shell.
+    #[error("{0}")]
+    Shell(String),
 }
 
 fn keyscan_args(known_as: &str) -> String {
@@ -192,6 +197,9 @@ pub struct Session {
     /// Bounds opening a channel and starting the host's shell: work of the same kind as
     /// connecting.
     connect_timeout: Duration,
+    /// What the login shell's start-up files printed before deployr's shell was ready: no
+    /// step's output, shown with `-v`.
+    pub start_up: Vec<String>,
     /// The bastion or ProxyCommand this connection runs through, kept as long as it is.
     _carrier: Carrier,
 }
@@ -267,7 +275,7 @@ impl Bastions {
 
 pub async fn connect(settings: &SshSettings, bastions: &Bastions) -> Result<Session, ConnectError> {
     let (handle, carrier) = handshake(settings, bastions).await?;
-    let session = Session {
+    let mut session = Session {
         handle: Arc::new(handle),
         forward_agent: settings.forward_agent,
         channels: Arc::new(Semaphore::new(CHANNELS_PER_CONNECTION)),
@@ -275,9 +283,15 @@ pub async fn connect(settings: &SshSettings, bastions: &Bastions) -> Result<Sess
         runner: Arc::new(tokio::sync::Mutex::new(None)),
         cut: Arc::default(),
         connect_timeout: settings.connect_timeout,
+        start_up: Vec::new(),
         _carrier: carrier,
     };
     session.open_spare();
+    // The shell starts now, so that a host whose start-up files get in the way fails before
+    // anything runs anywhere, like a host that cannot be reached.
+    let (runner, printed) = session.start_runner().await.map_err(ConnectError::Shell)?;
+    *session.runner.lock().await = Some(runner);
+    session.start_up = printed;
     Ok(session)
 }
 
@@ -459,15 +473,17 @@ fn spawn_proxy(
     Ok((child, tokio::io::join(stdout, stdin), said))
 }
 
-/// A shell kept running on the host for the whole command. Each step is sent to it as
-/// `( eval 'SCRIPT' ) </dev/null` followed by a marker line with the exit status on stdout and
-/// on stderr: a step then costs one round trip and one fork, not a channel, an SSH session and
-/// a login shell (with its start-up files) of its own. The script is quoted whole, so even
-/// one with a syntax error fails alone and leaves the shell reading the next step.
+/// deployr's own shell (`/bin/sh`), kept running on the host for the whole command. Each step
+/// is sent to it wrapped by [`frame::Marker::wrap`]: a step then costs one round trip and one
+/// fork, not a channel, an SSH session and a login shell (with its start-up files) of its own.
+/// The script is quoted whole, so even one with a syntax error fails alone and leaves the shell
+/// reading the next step.
 pub struct Runner {
     channel: russh::Channel<client::Msg>,
-    /// Ends each step's output; unguessable, so no output can fake it.
-    marker: String,
+    /// Ends the step in progress; a new one for every step.
+    marker: Marker,
+    /// How many markers this shell has used.
+    sequence: u64,
     /// False once the shell or its channel has gone (or a step had to be stopped): the next
     /// step starts a new one.
     alive: bool,
@@ -482,22 +498,65 @@ pub struct Runner {
     stderr_done: bool,
 }
 
+/// What a shell printed before it was ready (a login shell's start-up files): the last lines.
+const START_UP_LINES: usize = 20;
+
 impl Runner {
-    fn new(
+    /// Starts deployr's shell on `channel` and waits, within `bound`, until it says it reads
+    /// commands. Returns it and the last lines printed before that (start-up output, which is
+    /// not any step's), or why it did not become ready.
+    async fn start(
         channel: russh::Channel<client::Msg>,
         handle: Arc<Handle<Client>>,
         cut: Arc<Cut>,
-    ) -> Runner {
-        Runner {
+        bound: Duration,
+    ) -> Result<(Runner, Vec<String>), String> {
+        let mut runner = Runner {
             channel,
             handle,
-            marker: format!("DEPLOYR-END-{:016x}", unpredictable()),
+            marker: Marker::fresh(0),
+            sequence: 0,
             alive: true,
             cut,
             stdout: LineSplitter::default(),
             stderr: LineSplitter::default(),
             status: None,
             stderr_done: false,
+        };
+        let deadline = Deadline::after(Some(bound));
+        let request = runner.marker.ready_request();
+        let mut printed = std::collections::VecDeque::new();
+        let mut keep = |_: Stream, line: String| {
+            if printed.len() == START_UP_LINES {
+                printed.pop_front();
+            }
+            printed.push_back(line);
+        };
+        let sent = tokio::time::timeout_at(deadline.at, runner.channel.data(request.as_bytes()));
+        let outcome = match sent.await {
+            Ok(Ok(())) => {
+                runner
+                    .read(Read::Ready, deadline, Cancel::never(), &mut keep)
+                    .await
+            }
+            Ok(Err(_)) => Some(Outcome::Lost("the channel closed".into())),
+            Err(_) => Some(Outcome::TimedOut(bound)),
+        };
+        let printed: Vec<String> = printed.into();
+        match outcome {
+            None => Ok((runner, printed)),
+            Some(Outcome::TimedOut(after)) => {
+                runner.alive = false;
+                let _ = runner.channel.close().await;
+                Err(frame::not_ready(
+                    &format!(
+                        "it was not ready within {}",
+                        humantime::format_duration(after)
+                    ),
+                    &printed,
+                ))
+            }
+            Some(outcome) => Err(frame::not_ready(&outcome.to_string(), &printed)),
         }
     }
 
@@ -512,7 +571,7 @@ impl Runner {
         if let Err(outcome) = self.send(script, false, deadline).await {
             return outcome;
         }
-        self.read(None, deadline, cancel, on_line)
+        self.read(Read::ToTheEnd, deadline, cancel, on_line)
             .await
             .unwrap_or_else(|| Outcome::Lost("stopped early".into()))
     }
@@ -520,16 +579,11 @@ impl Runner {
     /// Starts a step. With `input`, the step reads the channel (an armed switch waiting for
     /// `go`); otherwise it reads /dev/null, so it cannot eat the steps that follow.
     async fn send(&mut self, script: &str, input: bool, deadline: Deadline) -> Result<(), Outcome> {
-        let marker = &self.marker;
-        let Some(quoted) = shlex::try_quote(script).ok() else {
+        self.sequence += 1;
+        self.marker = Marker::fresh(self.sequence);
+        let Some(framed) = self.marker.wrap(script, input) else {
             return Err(Outcome::Lost("the script contains a NUL byte".into()));
         };
-        let stdin = if input { "" } else { " </dev/null" };
-        // One brace group: the shell reads all of it before running any, so a step that reads
-        // its input finds nothing of deployr's there, only what is sent to it.
-        let framed = format!(
-            "{{ ( eval {quoted}\n){stdin}\nprintf '%s %s\\n' {marker} $?; printf '%s\\n' {marker} >&2\n}}\n"
-        );
         self.stdout = LineSplitter::default();
         self.stderr = LineSplitter::default();
         self.status = None;
@@ -546,10 +600,11 @@ impl Runner {
     }
 
     /// Reads the step's output until it ends (`Some`), or until it prints the line `until`
-    /// (`None`; the step goes on), or until the deadline, when the step is stopped.
+    /// (`None`; the step goes on), or until the deadline, when the step is stopped. A shell
+    /// that ends before the step's marker has failed the step, whatever its exit status.
     async fn read(
         &mut self,
-        until: Option<&str>,
+        read: Read<'_>,
         deadline: Deadline,
         mut cancel: Cancel,
         on_line: &mut (dyn FnMut(Stream, String) + Send),
@@ -557,10 +612,18 @@ impl Runner {
         let mut exit = None;
         let mut reached = false;
         let marker = self.marker.clone();
-        let marker = marker.as_str();
+        // The ready line carries no status; a step's line on standard output does.
+        let with_status = !matches!(read, Read::Ready);
+        let until = match read {
+            Read::Until(line) => Some(line),
+            _ => None,
+        };
         loop {
             let message = tokio::select! {
-                message = self.channel.wait() => message,
+                message = async {
+                    crate::lines::BACKLOG.room().await;
+                    self.channel.wait().await
+                } => message,
                 _ = tokio::time::sleep_until(deadline.at) => {
                     return Some(self.stop(deadline.missed()).await);
                 }
@@ -573,12 +636,12 @@ impl Runner {
             match message {
                 Some(ChannelMsg::Data { data }) => {
                     self.stdout
-                        .push(&data, &mut |line| match split_marker(&line, marker) {
-                            Some((before, rest)) => {
-                                if !before.is_empty() {
-                                    on_line(Stream::Stdout, before.to_string());
+                        .push(&data, &mut |line| match marker.ends(&line, with_status) {
+                            Some(ending) => {
+                                if !ending.before.is_empty() {
+                                    on_line(Stream::Stdout, ending.before.to_string());
                                 }
-                                *status = Some(rest.trim().parse().unwrap_or(255));
+                                *status = Some(ending.status.unwrap_or(0));
                             }
                             None if until == Some(line.as_str()) => reached = true,
                             None => on_line(Stream::Stdout, line),
@@ -586,10 +649,10 @@ impl Runner {
                 }
                 Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
                     self.stderr
-                        .push(&data, &mut |line| match split_marker(&line, marker) {
-                            Some((before, _)) => {
-                                if !before.is_empty() {
-                                    on_line(Stream::Stderr, before.to_string());
+                        .push(&data, &mut |line| match marker.ends(&line, false) {
+                            Some(ending) => {
+                                if !ending.before.is_empty() {
+                                    on_line(Stream::Stderr, ending.before.to_string());
                                 }
                                 *stderr_done = true;
                             }
@@ -604,15 +667,22 @@ impl Runner {
                         .finish(&mut |line| on_line(Stream::Stdout, line));
                     self.stderr
                         .finish(&mut |line| on_line(Stream::Stderr, line));
-                    return Some(match exit {
-                        Some(code) => Outcome::Exited(code),
-                        None => Outcome::Lost("the connection was lost".into()),
-                    });
+                    let ended = match read {
+                        Read::Ready => "the login shell exited",
+                        _ => "the shell on the host ended before the step did",
+                    };
+                    return Some(Outcome::Lost(match exit {
+                        Some(code) => format!("{ended} (exit status {code})"),
+                        None => format!("{ended} (no exit status: the connection was lost)"),
+                    }));
                 }
                 Some(_) => {}
             }
             if let (Some(code), true) = (self.status, self.stderr_done) {
-                return Some(Outcome::Exited(code));
+                return match read {
+                    Read::Ready => None,
+                    _ => Some(Outcome::Exited(code)),
+                };
             }
             if reached {
                 return None;
@@ -643,6 +713,17 @@ impl Runner {
         }
         outcome
     }
+}
+
+/// How far [`Runner::read`] reads.
+#[derive(Clone, Copy)]
+enum Read<'a> {
+    /// Until the shell has said it is ready (its start-up output is not a step's).
+    Ready,
+    /// Until the step prints this line, which is not passed on.
+    Until(&'a str),
+    /// Until the step's marker.
+    ToTheEnd,
 }
 
 /// When a wait on a host ends, and what missing it means.
@@ -689,7 +770,7 @@ impl Armed {
     ) -> Option<Outcome> {
         let deadline = Deadline::after(Some(self.bound));
         self.runner
-            .read(Some(until), deadline, Cancel::never(), on_line)
+            .read(Read::Until(until), deadline, Cancel::never(), on_line)
             .await
     }
 
@@ -697,32 +778,10 @@ impl Armed {
     pub async fn finish(mut self, on_line: &mut (dyn FnMut(Stream, String) + Send)) -> Outcome {
         let deadline = Deadline::after(Some(self.bound));
         self.runner
-            .read(None, deadline, Cancel::never(), on_line)
+            .read(Read::ToTheEnd, deadline, Cancel::never(), on_line)
             .await
             .unwrap_or_else(|| Outcome::Lost("stopped early".into()))
     }
-}
-
-/// A line that contains the marker: what came before it (output without a final newline) and
-/// what follows it (the exit status, on stdout).
-fn split_marker<'a>(line: &'a str, marker: &str) -> Option<(&'a str, &'a str)> {
-    let at = line.find(marker)?;
-    Some((&line[..at], &line[at + marker.len()..]))
-}
-
-/// A number no one can predict, for the runner's marker: the std library's randomly seeded
-/// hasher, fed the time and the process id.
-fn unpredictable() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    hasher.write_u32(std::process::id());
-    hasher.finish()
 }
 
 impl Session {
@@ -770,26 +829,34 @@ impl Session {
         }
         let mut slot = self.runner.clone().lock_owned().await;
         if !slot.as_ref().is_some_and(|runner| runner.alive) {
-            *slot = Some(self.start_runner().await.map_err(Outcome::Lost)?);
+            *slot = Some(self.start_runner().await.map_err(Outcome::Lost)?.0);
         }
         Ok(OwnedMutexGuard::map(slot, |slot| {
             slot.as_mut().expect("started above")
         }))
     }
 
-    /// The runner: the login shell starts `$SHELL -s` once (reading its start-up files once),
-    /// which then reads each step from the channel.
-    async fn start_runner(&self) -> Result<Runner, String> {
+    /// The runner: the login shell (after its start-up files) starts deployr's shell, which
+    /// then reads each step from the channel. Returns it and what the start-up files printed.
+    async fn start_runner(&self) -> Result<(Runner, Vec<String>), String> {
         let channel = self.channel().await?;
         let started = tokio::time::timeout(self.connect_timeout, async {
             if self.forward_agent {
                 let _ = channel.agent_forward(false).await;
             }
-            channel.exec(true, "exec \"${SHELL:-/bin/sh}\" -s").await
+            channel.exec(true, frame::START).await
         })
         .await;
         match started {
-            Ok(Ok(())) => Ok(Runner::new(channel, self.handle.clone(), self.cut.clone())),
+            Ok(Ok(())) => {
+                Runner::start(
+                    channel,
+                    self.handle.clone(),
+                    self.cut.clone(),
+                    self.connect_timeout,
+                )
+                .await
+            }
             Ok(Err(error)) => Err(format!("cannot start the shell: {error}")),
             Err(_) => {
                 let reason = format!(
@@ -829,7 +896,10 @@ impl Session {
         let mut runner = self.runner().await?;
         let deadline = Deadline::after(Some(bound));
         runner.send(script, true, deadline).await?;
-        match runner.read(Some(until), deadline, cancel, on_line).await {
+        match runner
+            .read(Read::Until(until), deadline, cancel, on_line)
+            .await
+        {
             None => Ok(Armed { runner, bound }),
             Some(outcome) => Err(outcome),
         }

@@ -240,6 +240,14 @@ impl Connection {
         }
     }
 
+    /// What the login shell's start-up files printed before deployr's shell was ready.
+    pub fn start_up(&self) -> &[String] {
+        match self {
+            Connection::Local => &[],
+            Connection::Ssh(session) => &session.start_up,
+        }
+    }
+
     /// Why this host was cut off (it missed a deadline it could not recover from), if it was.
     pub fn cut_off(&self) -> Option<Outcome> {
         match self {
@@ -252,48 +260,5 @@ impl Connection {
         if let Connection::Ssh(session) = self {
             session.close().await;
         }
-    }
-}
-
-/// Turns a byte stream into lines, whatever the chunking; a partial last line is kept until the
-/// stream ends.
-#[derive(Default)]
-pub struct LineSplitter {
-    pending: Vec<u8>,
-}
-
-impl LineSplitter {
-    pub fn push(&mut self, bytes: &[u8], emit: &mut dyn FnMut(String)) {
-        self.pending.extend_from_slice(bytes);
-        while let Some(newline) = self.pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=newline).collect();
-            emit(clean(&line[..line.len() - 1]));
-        }
-    }
-
-    pub fn finish(&mut self, emit: &mut dyn FnMut(String)) {
-        if !self.pending.is_empty() {
-            emit(clean(&std::mem::take(&mut self.pending)));
-        }
-    }
-}
-
-fn clean(line: &[u8]) -> String {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    String::from_utf8_lossy(line).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splits_lines_across_chunks_and_keeps_the_tail() {
-        let mut lines = Vec::new();
-        let mut splitter = LineSplitter::default();
-        splitter.push(b"one\ntw", &mut |l| lines.push(l));
-        splitter.push(b"o\r\nthr", &mut |l| lines.push(l));
-        splitter.finish(&mut |l| lines.push(l));
-        assert_eq!(lines, ["one", "two", "thr"]);
     }
 }

@@ -118,6 +118,7 @@ fn connection_problem(error: &crate::ssh::ConnectError) -> String {
         Protocol(_) => "FAILED: protocol error",
         Bastion { .. } => "FAILED: bastion",
         ProxyCommand { .. } => "FAILED: ProxyCommand",
+        Shell(_) => "FAILED: shell start-up files",
     }
     .to_string()
 }

@@ -21,6 +21,9 @@ pub fn event(event: &Event, masker: &Masker) -> Value {
         EventKind::ConnectFailed { host, error } => json!({
             "event": "host_connect_failed", "host": host, "error": mask(error),
         }),
+        EventKind::StartUpOutput { host, line } => json!({
+            "event": "start_up_output", "host": host, "line": mask(line),
+        }),
         EventKind::StepStarted { host, step } => json!({
             "event": "step_started", "host": host, "step": step,
         }),

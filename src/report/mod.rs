@@ -58,6 +58,12 @@ pub enum EventKind {
         host: String,
         error: String,
     },
+    /// A line the login shell's start-up files printed before deployr's shell was ready: no
+    /// step's output, so it is shown only with `-v`.
+    StartUpOutput {
+        host: String,
+        line: String,
+    },
     StepStarted {
         host: String,
         step: String,
@@ -147,12 +153,23 @@ impl Events {
     }
 
     pub fn output(&self, host: &str, step: &str, stream: Stream, line: String) {
-        self.send(EventKind::Output {
-            host: host.to_string(),
-            step: step.to_string(),
-            stream,
-            line,
-        });
+        crate::lines::BACKLOG.queued(&line);
+        let wave = *self.wave.lock().expect("wave");
+        let event = Event {
+            time: Utc::now(),
+            wave,
+            kind: EventKind::Output {
+                host: host.to_string(),
+                step: step.to_string(),
+                stream,
+                line,
+            },
+        };
+        if let Err(unsent) = self.sender.send(event)
+            && let EventKind::Output { line, .. } = &unsent.0.kind
+        {
+            crate::lines::BACKLOG.shown(line);
+        }
     }
 
     pub fn step_finished(&self, host: &str, step: &str, outcome: &Outcome, duration: Duration) {
@@ -324,6 +341,9 @@ impl Reporter {
         let task = tokio::spawn(async move {
             while let Some(event) = receiver.recv().await {
                 self.handle(&event);
+                if let EventKind::Output { line, .. } = &event.kind {
+                    crate::lines::BACKLOG.shown(line);
+                }
             }
             self.summary();
             self
@@ -390,6 +410,12 @@ impl Reporter {
                     Weight::Important,
                     &format!("{time} {host} connect - failed: {error}"),
                 );
+            }
+            EventKind::StartUpOutput { host, line } => {
+                if self.verbosity >= Verbosity::Verbose {
+                    let line = self.masker.mask(line);
+                    self.show(Weight::Output, &format!("{time} {host} start-up | {line}"));
+                }
             }
             EventKind::StepStarted { host, step } => {
                 self.host_seen(host);

@@ -1,0 +1,3 @@
+//! Everything deployr runs on a host, and how it reads what comes back.
+
+pub mod frame;
