@@ -78,6 +78,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this is only that the reader of deployr's output went away (a closed pipe): the
+    /// command did its work, and there is no one left to tell anything.
+    pub fn is_closed_output(&self) -> bool {
+        matches!(self, Error::Io(error) if error.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+
     /// The exit codes of the design, in one place.
     pub fn exit_code(&self) -> u8 {
         match self {

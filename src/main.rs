@@ -10,16 +10,19 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start: {error}");
+            let _ = writeln!(std::io::stderr(), "error: cannot start: {error}");
             return ExitCode::from(1);
         }
     };
     let json = cli.global.json;
     let (code, message) = match runtime.block_on(deployr::cmd::main(cli)) {
         Ok(()) => (0, None),
+        // Whoever read the output has stopped (`deployr … | head`): nothing to say to anyone.
+        Err(failed) if failed.error.is_closed_output() => (0, None),
         Err(failed) => {
             let message = failed.message();
-            eprintln!("error: {message}");
+            // Never `eprintln!`: it panics when stderr is a closed pipe.
+            let _ = writeln!(std::io::stderr(), "error: {message}");
             (failed.error.exit_code(), Some(message))
         }
     };

@@ -23,10 +23,11 @@ pub fn run(path: &Path) -> Result<(), Error> {
             }
         })?;
     file.write_all(STARTER.as_bytes())?;
-    println!(
+    writeln!(
+        std::io::stdout(),
         "wrote {}; edit the hosts and steps, then run `deployr check`",
         path.display()
-    );
+    )?;
     Ok(())
 }
 

@@ -679,7 +679,9 @@ fn style(args: &GlobalArgs) -> Style {
     if args.json {
         return Style::Json;
     }
-    if args.no_progress || !std::io::stdout().is_terminal() {
+    // The bars draw on stderr: with stderr redirected they would be hidden, and the live
+    // lines printed above them lost with them.
+    if args.no_progress || !std::io::stderr().is_terminal() {
         return Style::Plain;
     }
     let color = match args.color {
