@@ -10,6 +10,7 @@ pub mod cmd;
 pub mod deployfile;
 pub mod diff;
 pub mod error;
+pub mod events;
 pub mod history;
 pub mod inventory;
 pub mod known_hosts;

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use super::{Context, Ending, Session};
 use crate::cli::Portion;
 use crate::error::Error;
+use crate::events::{EventKind, Wave};
 use crate::plan::{self, Plan, ReleaseInfo};
 use crate::release::{self, HostState};
-use crate::report::{EventKind, Wave};
 use crate::run::{self, StepFailure};
 use crate::transport::Outcome;
 

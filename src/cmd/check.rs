@@ -6,9 +6,9 @@ use std::sync::Arc;
 use super::Context;
 use crate::deployfile::Strategy;
 use crate::error::Error;
+use crate::events::{EventKind, Events};
 use crate::inventory::Host;
 use crate::plan::{Plan, PlannedRun, PlannedStep, quote};
-use crate::report::{EventKind, Events};
 use crate::run;
 use crate::transport::{Cancel, Connection, Stream};
 

@@ -9,9 +9,9 @@ use super::{Context, Session};
 use crate::artifact::Workspace;
 use crate::diff::{self, Diff, Relation};
 use crate::error::Error;
+use crate::events::EventKind;
 use crate::plan::{self, Plan};
 use crate::release::HostState;
-use crate::report::EventKind;
 
 pub async fn command(context: &Context, reference: Option<&str>) -> Result<(), Error> {
     let source = source(context)?;

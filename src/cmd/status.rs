@@ -5,11 +5,11 @@ use std::collections::BTreeSet;
 
 use super::{Context, Ending, Session};
 use crate::error::Error;
+use crate::events::EventKind;
 use crate::history;
 use crate::owner;
 use crate::plan::{self, Plan};
 use crate::release::HostState;
-use crate::report::EventKind;
 
 /// Reads every host's state (or prints that read in a dry run) and hands it to `show`.
 async fn with_states(

@@ -3,7 +3,8 @@
 
 use serde_json::{Value, json};
 
-use super::{Event, EventKind, Masker};
+use super::Masker;
+use crate::events::{Event, EventKind};
 use crate::transport::Outcome;
 
 pub fn event(event: &Event, masker: &Masker) -> Value {

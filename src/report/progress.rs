@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use super::{Event, EventKind};
+use crate::events::{Event, EventKind};
 
 pub struct Bars {
     multi: MultiProgress,
