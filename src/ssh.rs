@@ -977,11 +977,25 @@ impl Session {
 
 /// Carries bytes between an in-memory stream (the SFTP client's end) and a subsystem channel,
 /// until the server closes the channel.
+/// How much a start-up banner in front of the SFTP stream may hold before it is given up on.
+const BANNER_LIMIT: usize = 64 * 1024;
+
+/// Where the server's first SFTP packet starts in `bytes`: `SSH_FXP_VERSION` (2) with version 3,
+/// after a length under 64 KiB. A banner is text, so it never holds the NUL bytes this needs.
+fn sftp_start(bytes: &[u8]) -> Option<usize> {
+    bytes
+        .windows(9)
+        .position(|w| w[0] == 0 && w[1] == 0 && w[4] == 2 && w[5..9] == [0, 0, 0, 3])
+}
+
 async fn pump_subsystem(mut channel: russh::Channel<client::Msg>, stream: tokio::io::DuplexStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buffer = vec![0; 1 << 15];
     let mut input_open = true;
+    // What the server sent before its first SFTP packet: an external sftp-server is started by
+    // the login shell, whose start-up files may print a banner into the SFTP stream.
+    let mut before_sftp: Option<Vec<u8>> = Some(Vec::new());
     loop {
         tokio::select! {
             read = reader.read(&mut buffer), if input_open => match read {
@@ -997,7 +1011,25 @@ async fn pump_subsystem(mut channel: russh::Channel<client::Msg>, stream: tokio:
             },
             message = channel.wait() => match message {
                 Some(ChannelMsg::Data { data }) => {
-                    let _ = writer.write_all(&data).await;
+                    let data = match &mut before_sftp {
+                        None => &data[..],
+                        Some(held) => {
+                            held.extend_from_slice(&data);
+                            match sftp_start(held) {
+                                Some(start) => {
+                                    let _ = writer.write_all(&held[start..]).await;
+                                    before_sftp = None;
+                                }
+                                None if held.len() > BANNER_LIMIT => {
+                                    let _ = writer.write_all(held).await;
+                                    before_sftp = None;
+                                }
+                                None => {}
+                            }
+                            &[][..]
+                        }
+                    };
+                    let _ = writer.write_all(data).await;
                 }
                 Some(ChannelMsg::Eof) => {
                     let _ = writer.shutdown().await;
@@ -1058,4 +1090,20 @@ async fn send_file(
         .map_err(|error| format!("cannot rename {partial} to {to}: {error}"))?;
     let _ = sftp.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sftp_stream_starts_after_a_banner() {
+        let version = [0, 0, 0, 5, 2, 0, 0, 0, 3];
+        let mut stream = b"Welcome to web1\x1b[0m no newline".to_vec();
+        let banner = stream.len();
+        stream.extend_from_slice(&version);
+        assert_eq!(sftp_start(&stream), Some(banner));
+        assert_eq!(sftp_start(&version), Some(0));
+        assert_eq!(sftp_start(b"just text, no packet yet"), None);
+    }
 }
