@@ -416,13 +416,7 @@ impl Fleet {
                 let host_dir = dir.path().join("hosts").join(name);
                 std::fs::create_dir_all(&host_dir).unwrap();
                 let extra = extra(name, &host_dir);
-                SshHost::start(
-                    dir.path(),
-                    name,
-                    &authorized_keys,
-                    &extra,
-                    shell.as_deref(),
-                )
+                SshHost::start(dir.path(), name, &authorized_keys, &extra, shell.as_deref())
             })
             .collect();
         let known_hosts = dir.path().join("known_hosts");
