@@ -16,6 +16,7 @@ mod local_steps;
 mod locks;
 mod output;
 mod releases;
+mod remote;
 mod run;
 mod secrets;
 mod ssh;

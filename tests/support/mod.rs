@@ -2,7 +2,11 @@
 //! port, a throwaway host key, an authorized throwaway client key and its own `deploy_to`.
 //! There is no fake SSH server: when `sshd` is missing the tests fail, they never skip.
 
+use std::ffi::CString;
+use std::io::Read;
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -22,6 +26,41 @@ pub fn sshd_path() -> PathBuf {
                  (Debian package openssh-server); `bash .ci/run` installs it"
             )
         })
+}
+
+/// The path of the shell `name` (a path already, or a program in /usr/bin or /bin).
+fn login_shell(name: &str) -> PathBuf {
+    if name.starts_with('/') {
+        return PathBuf::from(name);
+    }
+    ["/usr/bin", "/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "the shell {name} is not installed: the tests need zsh, fish, dash and tcsh \
+                 (Debian packages of those names); `bash scripts/test.sh` installs them"
+            )
+        })
+}
+
+/// A copy of this machine's password database in which root's home is `dir/home` (made,
+/// empty) and its login shell is `shell`.
+fn private_passwd(dir: &Path, shell: &Path) -> PathBuf {
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let real = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    let root = format!("root:x:0:0:root:{}:{}", home.display(), shell.display());
+    let mut text: String = real
+        .lines()
+        .filter(|line| !line.starts_with("root:"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    text.insert_str(0, &format!("{root}\n"));
+    let path = dir.join("passwd");
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
 fn run_ok(command: &mut Command) {
@@ -62,14 +101,24 @@ pub struct SshHost {
     pub dir: PathBuf,
     /// The `[127.0.0.1]:port key` line for known_hosts.
     pub known_hosts_line: String,
+    /// The password database this host's sshd reads instead of /etc/passwd, when the host has
+    /// a login shell and home of its own ([`Fleet::with_login_shells`]).
+    passwd: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl SshHost {
-    fn start(root: &Path, name: &str, authorized_keys: &Path, extra: &str) -> SshHost {
+    fn start(
+        root: &Path,
+        name: &str,
+        authorized_keys: &Path,
+        extra: &str,
+        login_shell: Option<&Path>,
+    ) -> SshHost {
         let dir = root.join("hosts").join(name);
         let deploy_to = dir.join("srv");
         std::fs::create_dir_all(&deploy_to).unwrap();
+        let passwd = login_shell.map(|shell| private_passwd(&dir, shell));
         let host_key = dir.join("host_ed25519");
         keygen(&host_key);
         let public = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
@@ -81,6 +130,7 @@ impl SshHost {
             deploy_to,
             known_hosts_line: String::new(),
             dir,
+            passwd,
             child: None,
         };
         host.spawn(&host_key, authorized_keys, extra);
@@ -129,14 +179,7 @@ impl SshHost {
             )
             .unwrap();
             let log = std::fs::File::create(self.dir.join("sshd.log")).unwrap();
-            let mut child = Command::new(sshd_path())
-                .args(["-D", "-e", "-f"])
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("start sshd");
+            let mut child = self.sshd_command(log).spawn().expect("start sshd");
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -157,6 +200,72 @@ impl SshHost {
             self.name,
             std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
         );
+    }
+
+    /// This host's sshd with its `sshd_config`, logging to `log`. A host with a login shell of
+    /// its own gets a mount namespace of its own in which its private password database is
+    /// bind-mounted over /etc/passwd: sshd takes root's shell and home from there for every
+    /// session, and the machine's /etc/passwd and /root are never touched.
+    fn sshd_command(&self, log: std::fs::File) -> Command {
+        let mut command = Command::new(sshd_path());
+        command
+            .args(["-D", "-e", "-f"])
+            .arg(self.dir.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(passwd) = &self.passwd {
+            let source = CString::new(passwd.as_os_str().as_bytes()).unwrap();
+            // SAFETY: between fork and exec the closure makes only system calls (unshare,
+            // mount) on memory allocated before the fork.
+            unsafe {
+                command.pre_exec(move || {
+                    let check = |result: libc::c_int| {
+                        if result == 0 {
+                            Ok(())
+                        } else {
+                            Err(std::io::Error::last_os_error())
+                        }
+                    };
+                    check(libc::unshare(libc::CLONE_NEWNS))?;
+                    // Private propagation first, or the bind mount would show on the machine.
+                    check(libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ))?;
+                    check(libc::mount(
+                        source.as_ptr(),
+                        c"/etc/passwd".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ))
+                });
+            }
+        }
+        command
+    }
+
+    /// The home directory of this host's sessions (`$HOME`, where their shell's start-up files
+    /// are read), for hosts made by [`Fleet::with_login_shells`].
+    pub fn home(&self) -> PathBuf {
+        assert!(
+            self.passwd.is_some(),
+            "{} logs in as this machine's root: make it with Fleet::with_login_shells",
+            self.name
+        );
+        self.dir.join("home")
+    }
+
+    /// Writes `text` to `relative` (e.g. ".bashrc", ".config/fish/config.fish") in this host's
+    /// home, making the directories it needs.
+    pub fn write_startup_file(&self, relative: &str, text: &str) {
+        let path = self.home().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
     }
 
     /// Every byte that clients sent to this host over SFTP (protocol included).
@@ -187,14 +296,7 @@ impl SshHost {
             .append(true)
             .open(self.dir.join("sshd.log"))
             .unwrap();
-        let mut child = Command::new(sshd_path())
-            .args(["-D", "-e", "-f"])
-            .arg(self.dir.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start sshd");
+        let mut child = self.sshd_command(log).spawn().expect("start sshd");
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
@@ -282,6 +384,22 @@ impl Fleet {
     /// Hosts whose sshd_config starts with what `extra` gives for each host's name and
     /// directory (its `deploy_to` is `srv` in there).
     pub fn with_config_for(names: &[&str], extra: impl Fn(&str, &Path) -> String) -> Fleet {
+        let hosts: Vec<(&str, Option<PathBuf>)> = names.iter().map(|n| (*n, None)).collect();
+        Fleet::build(&hosts, extra)
+    }
+
+    /// Hosts, each given with its login shell (`"zsh"`, `"fish"`, `"/bin/bash"`...) and an
+    /// empty home of its own (`home` in its directory): its sessions start that shell, which
+    /// reads its start-up files from there ([`SshHost::write_startup_file`]).
+    pub fn with_login_shells(hosts: &[(&str, &str)]) -> Fleet {
+        let hosts: Vec<(&str, Option<PathBuf>)> = hosts
+            .iter()
+            .map(|(name, shell)| (*name, Some(login_shell(shell))))
+            .collect();
+        Fleet::build(&hosts, |_, _| String::new())
+    }
+
+    fn build(hosts: &[(&str, Option<PathBuf>)], extra: impl Fn(&str, &Path) -> String) -> Fleet {
         let dir = tempfile::Builder::new()
             .prefix("deployr-test-")
             .tempdir()
@@ -292,13 +410,13 @@ impl Fleet {
         keygen(&client_key);
         let authorized_keys = dir.path().join("authorized_keys");
         std::fs::copy(client_key.with_extension("pub"), &authorized_keys).unwrap();
-        let hosts: Vec<SshHost> = names
+        let hosts: Vec<SshHost> = hosts
             .iter()
-            .map(|name| {
+            .map(|(name, shell)| {
                 let host_dir = dir.path().join("hosts").join(name);
                 std::fs::create_dir_all(&host_dir).unwrap();
                 let extra = extra(name, &host_dir);
-                SshHost::start(dir.path(), name, &authorized_keys, &extra)
+                SshHost::start(dir.path(), name, &authorized_keys, &extra, shell.as_deref())
             })
             .collect();
         let known_hosts = dir.path().join("known_hosts");
@@ -732,5 +850,89 @@ impl Deploy {
             .lines()
             .map(str::to_string)
             .collect()
+    }
+}
+
+/// A finished deployr whose output was too large to keep whole.
+pub struct Measured {
+    pub code: i32,
+    /// How many bytes it wrote to stdout.
+    pub stdout_bytes: u64,
+    /// The last 1 MiB of its stdout and of its stderr.
+    pub stdout_tail: String,
+    pub stderr_tail: String,
+    /// Its peak resident set size, in bytes (`ru_maxrss` of deployr alone).
+    pub peak_rss: u64,
+}
+
+/// Runs `command` (a deployr), reading its output as it comes but keeping only the ends of
+/// it, and measures deployr's peak memory; panics (after killing it) if it runs longer than
+/// `limit`.
+pub fn measure(mut command: Command, limit: Duration) -> Measured {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn deployr");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            const KEEP: usize = 1 << 20;
+            let mut total = 0u64;
+            let mut tail: Vec<u8> = Vec::with_capacity(2 * KEEP);
+            let mut buffer = vec![0u8; 64 * 1024];
+            loop {
+                let n = match pipe.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                total += n as u64;
+                tail.extend_from_slice(&buffer[..n]);
+                if tail.len() > 2 * KEEP {
+                    tail.drain(..tail.len() - KEEP);
+                }
+            }
+            let start = tail.len().saturating_sub(KEEP);
+            (total, String::from_utf8_lossy(&tail[start..]).into_owned())
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let pid = child.id() as libc::pid_t;
+    let deadline = Instant::now() + limit;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut timed_out = false;
+    loop {
+        let flags = if timed_out { 0 } else { libc::WNOHANG };
+        // SAFETY: waits for our own child, which nothing else waits for.
+        let reaped = unsafe { libc::wait4(pid, &mut status, flags, &mut usage) };
+        assert!(reaped >= 0, "wait4: {}", std::io::Error::last_os_error());
+        if reaped == pid {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            timed_out = true;
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (stdout_bytes, stdout_tail) = stdout.join().unwrap();
+    let (_, stderr_tail) = stderr.join().unwrap();
+    assert!(
+        !timed_out,
+        "deployr still running after {limit:?}:\n{stdout_tail}\n{stderr_tail}"
+    );
+    Measured {
+        code: if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        },
+        stdout_bytes,
+        stdout_tail,
+        stderr_tail,
+        peak_rss: usage.ru_maxrss as u64 * 1024,
     }
 }
