@@ -10,6 +10,8 @@ need=()
 # ssh (the oracle of tests/ssh_config.rs), ssh-keygen, ssh-agent and ssh-add.
 { command -v ssh && command -v ssh-keygen && command -v ssh-agent; } >/dev/null 2>&1 || need+=(openssh-client)
 command -v git >/dev/null 2>&1 || need+=(git)
+# GNU time measures deployr's peak memory in tests/remote.rs.
+[ -x /usr/bin/time ] || need+=(time)
 # Login shells of the hosts in tests/remote.rs.
 for shell in zsh fish dash tcsh; do
   command -v "$shell" >/dev/null 2>&1 || need+=("$shell")

@@ -214,6 +214,10 @@ impl Reporter {
     fn handle(&mut self, event: &Event) {
         let time = event.time.to_rfc3339_opts(SecondsFormat::Secs, true);
         match &mut self.live {
+            // Start-up output is no step's: in JSON too, only with `-v`.
+            Live::Json
+                if matches!(event.kind, EventKind::StartUpOutput { .. })
+                    && self.verbosity < Verbosity::Verbose => {}
             Live::Json => {
                 let value = json::event(event, &self.masker);
                 let _ = writeln!(self.out, "{value}");

@@ -861,15 +861,37 @@ pub struct Measured {
     /// The last 1 MiB of its stdout and of its stderr.
     pub stdout_tail: String,
     pub stderr_tail: String,
-    /// Its peak resident set size, in bytes (`ru_maxrss` of deployr alone).
+    /// Its peak resident set size, in bytes (GNU time's `%M`: deployr alone).
     pub peak_rss: u64,
 }
 
 /// Runs `command` (a deployr), reading its output as it comes but keeping only the ends of
 /// it, and measures deployr's peak memory; panics (after killing it) if it runs longer than
 /// `limit`.
-pub fn measure(mut command: Command, limit: Duration) -> Measured {
-    let mut child = command
+pub fn measure(command: Command, limit: Duration) -> Measured {
+    // Under GNU time: a child spawned from this test process (large, with other tests' data)
+    // is charged that process's memory in `ru_maxrss` (Linux keeps the high-water mark of the
+    // memory it had before exec). GNU time is small, so the deployr it starts is not.
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("peak");
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&report)
+        .arg(command.get_program())
+        .args(command.get_args());
+    if let Some(cwd) = command.get_current_dir() {
+        timed.current_dir(cwd);
+    }
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => timed.env(key, value),
+            None => timed.env_remove(key),
+        };
+    }
+    let mut child = timed
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -933,6 +955,13 @@ pub fn measure(mut command: Command, limit: Duration) -> Measured {
         stdout_bytes,
         stdout_tail,
         stderr_tail,
-        peak_rss: usage.ru_maxrss as u64 * 1024,
+        peak_rss: std::fs::read_to_string(&report)
+            .unwrap_or_default()
+            .trim()
+            .lines()
+            .last()
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .expect("GNU time's report of the peak memory")
+            * 1024,
     }
 }
