@@ -891,6 +891,8 @@ pub fn measure(command: Command, limit: Duration) -> Measured {
             None => timed.env_remove(key),
         };
     }
+    // Reaped by wait4 below, which also bounds the wait.
+    #[allow(clippy::zombie_processes)]
     let mut child = timed
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
