@@ -228,3 +228,21 @@ fn a_large_artifact_reaches_ten_hosts_intact() {
         .count();
     assert_eq!(sent, 10, "{}", run.stdout);
 }
+
+/// An external sftp-server is started by the login shell, so a `.bashrc` that prints puts its
+/// banner in front of the SFTP stream: deployr skips it, and the upload arrives whole.
+#[test]
+fn an_upload_reaches_a_host_whose_bashrc_prints_a_banner() {
+    let fleet = Fleet::with_login_shells(&[("web1", "bash"), ("web2", "bash"), ("web3", "bash")]);
+    fleet.hosts[1].write_startup_file(".bashrc", "printf 'Welcome to web2, no newline'\n");
+    let d = upload_deploy(fleet, "");
+    let started = std::time::Instant::now();
+    let run = d.deployr(&["--no-progress", "deploy"]);
+    run.expect_code(0);
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    assert!(!run.all().contains("Welcome"), "{}", run.all());
+    for host in &d.fleet.hosts {
+        assert_eq!(host.read("current/VERSION"), "1\n", "{}", host.name);
+    }
+    assert!(d.locked().is_empty(), "{:?}", d.locked());
+}
