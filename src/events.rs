@@ -85,6 +85,21 @@ pub enum EventKind {
     Notice {
         text: String,
     },
+    /// The deploy lock is held on `host`; deployr tries again (`--lock-wait`) for at most
+    /// `remaining`.
+    LockWaiting {
+        host: String,
+        holder: String,
+        remaining: Duration,
+    },
+    /// One release on a host, for `deployr releases`.
+    Release {
+        host: String,
+        release: String,
+        commit: String,
+        /// Which of `current`, `previous`, `prepared`, `incomplete` it is.
+        marks: Vec<&'static str>,
+    },
     /// An activation or rollback completed on every host.
     Activated {
         release: String,

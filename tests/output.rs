@@ -151,3 +151,36 @@ fn completions_are_generated_for_each_shell() {
         assert!(run.stdout.contains("activate"), "{shell}");
     }
 }
+
+/// `deployr releases --json` gives one typed `release` event per release and host, not prose.
+#[test]
+fn releases_are_typed_json_events() {
+    let d = crate::support::setup("", "");
+    d.deployr(&["deploy"]).expect_code(0);
+    d.repo.commit("2");
+    d.deployr(&["deploy"]).expect_code(0);
+    let run = d.deployr(&["--json", "releases"]);
+    run.expect_code(0);
+    let rows: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|event| event["event"] == "release")
+        .collect();
+    assert_eq!(rows.len(), 6, "{}", run.stdout);
+    for (host, index) in [("web1", 0), ("web2", 1), ("web3", 2)] {
+        let mine: Vec<&serde_json::Value> = rows.iter().filter(|r| r["host"] == host).collect();
+        assert_eq!(mine.len(), 2);
+        let current = mine
+            .iter()
+            .find(|r| r["marks"].as_array().unwrap().contains(&"current".into()))
+            .expect("a current release");
+        assert_eq!(current["release"], d.currents()[index]);
+        assert_eq!(current["commit"].as_str().unwrap().len(), 40);
+        assert!(
+            mine.iter()
+                .any(|r| r["marks"].as_array().unwrap().contains(&"previous".into()))
+        );
+    }
+    assert!(!run.stdout.contains("\"notice\""), "{}", run.stdout);
+}

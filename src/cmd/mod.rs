@@ -441,12 +441,11 @@ impl<'a> Session<'a> {
                 return Err(Error::Locked { holders });
             }
             let (host, holder) = &holders[0];
-            self.notice(format!(
-                "waiting for the deploy lock on {host}, held by {holder} (up to {} more)",
-                humantime::format_duration(Duration::from_secs(
-                    deadline.saturating_duration_since(Instant::now()).as_secs()
-                ))
-            ));
+            self.events.send(EventKind::LockWaiting {
+                host: host.clone(),
+                holder: holder.clone(),
+                remaining: deadline.saturating_duration_since(Instant::now()),
+            });
             let mut cancel = context.cancel.clone();
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(2).min(context.lock_wait)) => {}

@@ -89,8 +89,12 @@ pub async fn releases(context: &Context) -> Result<(), Error> {
                 if !state.is_complete(id) {
                     marks.push("incomplete");
                 }
-                let commit: String = commit.chars().take(12).collect();
-                session.notice(format!("{} {id} {commit} {}", host.name, marks.join(",")));
+                session.events.send(EventKind::Release {
+                    host: host.name.clone(),
+                    release: id.clone(),
+                    commit: commit.clone(),
+                    marks,
+                });
             }
         }
         warn_drift(session, states);

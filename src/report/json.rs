@@ -65,6 +65,22 @@ pub fn event(event: &Event, masker: &Masker) -> Value {
         }),
         EventKind::StepSkipped { step } => json!({ "event": "step_skipped", "step": step }),
         EventKind::Notice { text } => json!({ "event": "notice", "text": mask(text) }),
+        EventKind::LockWaiting {
+            host,
+            holder,
+            remaining,
+        } => json!({
+            "event": "lock_waiting", "host": host, "holder": mask(holder),
+            "remaining_ms": millis(*remaining),
+        }),
+        EventKind::Release {
+            host,
+            release,
+            commit,
+            marks,
+        } => json!({
+            "event": "release", "host": host, "release": release, "commit": commit, "marks": marks,
+        }),
         EventKind::Activated {
             release,
             hosts,

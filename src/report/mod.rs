@@ -307,6 +307,29 @@ impl Reporter {
                 }
             }
             EventKind::Notice { text } => self.show(Weight::Important, &format!("{time} {text}")),
+            EventKind::LockWaiting {
+                host,
+                holder,
+                remaining,
+            } => self.show(
+                Weight::Important,
+                &format!(
+                    "{time} waiting for the deploy lock on {host}, held by {holder} (up to {} more)",
+                    humantime::format_duration(Duration::from_secs(remaining.as_secs()))
+                ),
+            ),
+            EventKind::Release {
+                host,
+                release,
+                commit,
+                marks,
+            } => {
+                let commit: String = commit.chars().take(12).collect();
+                self.show(
+                    Weight::Important,
+                    &format!("{time} {host} {release} {commit} {}", marks.join(",")),
+                );
+            }
             EventKind::Diff(diff) => {
                 for line in diff.lines() {
                     self.show(Weight::Important, &line);
