@@ -529,10 +529,10 @@ fn control_characters_in_step_output_are_shown_as_visible_text() {
 }
 
 #[test]
-fn a_deploy_to_with_a_quote_a_space_and_a_dollar_deploys_switches_and_rolls_back() {
+fn a_deploy_to_with_quotes_a_space_and_a_dollar_deploys_switches_and_rolls_back() {
     let mut fleet = bash_fleet();
     for host in &mut fleet.hosts {
-        host.deploy_to = host.dir.join("it's a $dir");
+        host.deploy_to = host.dir.join(r#"it's a "$dir""#);
         std::fs::create_dir_all(&host.deploy_to).unwrap();
     }
     let d = plain_deploy(fleet, "");
@@ -551,7 +551,7 @@ fn a_deploy_to_with_a_quote_a_space_and_a_dollar_deploys_switches_and_rolls_back
             .unwrap()
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("it") && n != "it's a $dir")
+            .filter(|n| n.starts_with("it") && n != r#"it's a "$dir""#)
             .collect();
         assert!(strays.is_empty(), "{}: {strays:?}", host.name);
     }

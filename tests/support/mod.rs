@@ -456,7 +456,12 @@ impl Fleet {
                 "\n[hosts.{}]\naddress = \"127.0.0.1\"\nport = {}\ndeploy_to = \"{}\"\nroles = [{}]\n",
                 host.name,
                 host.port,
-                host.deploy_to.display(),
+                // A TOML basic string: a test may give a host a `deploy_to` with `"` or `\`.
+                host.deploy_to
+                    .display()
+                    .to_string()
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\""),
                 roles.join(", ")
             ));
         }
