@@ -483,18 +483,21 @@ fn a_prepare_step_that_kills_its_shells_parent_fails_and_leaves_no_lock() {
     assert_no_lock(&d);
 }
 
+/// The step prints ESC, BEL, CR, NUL and TAB on every host and then fails on web2, so that
+/// web2's last lines also show in the failure summary on stderr.
 #[test]
 fn control_characters_in_step_output_are_shown_as_visible_text() {
     let d = plain_deploy(
         bash_fleet(),
-        "[tasks.paint]\nrun = \"printf 'A\\\\033]0;pwned\\\\007B\\\\rC\\\\000D\\\\tE\\\\n'\"\n",
+        "[tasks.paint]\nrun = \"printf 'A\\\\033]0;pwned\\\\007B\\\\rC\\\\000D\\\\tE\\\\n'; [ {{host}} != web2 ]\"\n",
     );
     let raw_control = |text: &str| {
         text.chars()
             .any(|c| c.is_control() && c != '\n' && c != '\t')
     };
+    let visible = |line: &str| line.contains(r"A\x1b]0;pwned") && line.contains(r"B\rC\x00D");
     let plain = run_within(&d, &["--no-progress", "run", "paint"], BOUND);
-    plain.expect_code(0);
+    plain.expect_code(1);
     assert!(
         !raw_control(&plain.all()),
         "raw control characters:\n{:?}",
@@ -506,25 +509,27 @@ fn control_characters_in_step_output_are_shown_as_visible_text() {
             .lines()
             .find(|l| l.contains(&format!("{host} paint |")))
             .unwrap_or_else(|| panic!("no output line of {host}:\n{}", plain.stdout));
-        assert!(
-            line.contains(r"A\x1b]0;pwned") && line.contains(r"B\rC\x00D"),
-            "{line}"
-        );
+        assert!(visible(line), "{line}");
         assert!(line.ends_with("D\tE"), "tab kept: {line:?}");
     }
+    assert!(
+        plain.stderr.lines().any(visible),
+        "web2's last lines in the summary:\n{}",
+        plain.stderr
+    );
     let json = run_within(&d, &["--json", "run", "paint"], BOUND);
-    json.expect_code(0);
+    json.expect_code(1);
     let events = events(&json);
     for host in ["web1", "web2", "web3"] {
         let lines = output_of(&events, host, "paint");
         assert_eq!(lines.len(), 1, "{host}: {lines:?}");
-        let line = &lines[0];
-        assert!(!raw_control(line), "{line:?}");
-        assert!(
-            line.contains(r"A\x1b]0;pwned") && line.contains(r"B\rC\x00D"),
-            "{line:?}"
-        );
+        assert!(!raw_control(&lines[0]), "{:?}", lines[0]);
+        assert!(visible(&lines[0]), "{:?}", lines[0]);
     }
+    assert_eq!(
+        step_result(&events, "web2", "paint"),
+        Some((false, Some(1)))
+    );
     assert_no_lock(&d);
 }
 
