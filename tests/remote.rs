@@ -291,11 +291,12 @@ fn a_zshenv_that_reads_a_line_of_stdin_fails_the_deploy_within_connect_timeout()
     a_start_up_file_reading_stdin_fails_the_deploy("zsh", ".zshenv", "read x\n");
 }
 
-/// web2's `.bashrc` prints `banner` (no trailing newline): deploys and a task succeed, the
-/// banner shows nowhere, the task's output on web2 is its own, and no lock is left.
-fn a_banner_is_ignored(banner: &str, visible: &[&str]) {
-    let fleet = bash_fleet();
-    fleet.hosts[1].write_startup_file(".bashrc", &format!("printf '{banner}'\n"));
+/// web2 (login shell `shell`) prints `banner` (no trailing newline) from its start-up file
+/// `file`: deploys and a task succeed, the banner shows nowhere, the task's output on web2 is
+/// its own, and no lock is left.
+fn a_banner_is_ignored(shell: &str, file: &str, banner: &str, visible: &[&str]) {
+    let fleet = Fleet::with_login_shells(&[("web1", "bash"), ("web2", shell), ("web3", "bash")]);
+    fleet.hosts[1].write_startup_file(file, &format!("printf '{banner}'\n"));
     let d = plain_deploy(fleet, "[tasks.hello]\nrun = \"echo task-output\"\n");
     for version in ["1", "2"] {
         if version == "2" {
@@ -332,14 +333,26 @@ fn assert_hidden(run: &Run, visible: &[&str]) {
 
 #[test]
 fn a_start_up_banner_without_a_newline_is_ignored_and_deploys_succeed() {
-    a_banner_is_ignored("WELCOME-TO-WEB2", &["WELCOME-TO-WEB2"]);
+    a_banner_is_ignored("bash", ".bashrc", "WELCOME-TO-WEB2", &["WELCOME-TO-WEB2"]);
 }
 
 #[test]
 fn escape_sequences_from_a_start_up_file_are_ignored_and_deploys_succeed() {
     a_banner_is_ignored(
+        "bash",
+        ".bashrc",
         r"\033[2J\033]0;pwned\007EVIL-BANNER",
         &["pwned", "EVIL-BANNER"],
+    );
+}
+
+#[test]
+fn a_banner_from_config_fish_is_ignored_and_deploys_succeed() {
+    a_banner_is_ignored(
+        "fish",
+        ".config/fish/config.fish",
+        "FISH-WELCOME",
+        &["FISH-WELCOME"],
     );
 }
 
@@ -441,9 +454,13 @@ fn a_step_printing_marker_shaped_lines_then_exiting_3_fails_with_status_3() {
     assert_no_lock(&d);
 }
 
+/// The task takes the deploy lock, which must be released although its shell is gone.
 #[test]
-fn a_task_that_kills_its_shells_parent_is_a_failure() {
-    let d = plain_deploy(bash_fleet(), "[tasks.suicide]\nrun = \"kill -9 $PPID\"\n");
+fn a_task_that_kills_its_shells_parent_is_a_failure_and_releases_the_lock() {
+    let d = plain_deploy(
+        bash_fleet(),
+        "[tasks.suicide]\nlock = true\nrun = \"kill -9 $PPID\"\n",
+    );
     let run = run_within(&d, &["--json", "run", "suicide"], BOUND);
     assert_ne!(run.code, 0, "{}", run.all());
     let events = events(&run);
@@ -455,7 +472,12 @@ fn a_task_that_kills_its_shells_parent_is_a_failure() {
             run.all()
         );
     }
-    assert_no_lock(&d);
+    assert!(
+        d.locked().is_empty(),
+        "locks left on {:?}:\n{}",
+        d.locked(),
+        run.all()
+    );
 }
 
 #[test]
@@ -478,6 +500,12 @@ fn a_prepare_step_that_kills_its_shells_parent_fails_and_leaves_no_lock() {
     for i in 0..3 {
         assert!(d.prepared(i).is_empty(), "host {i} is not prepared");
     }
+    assert!(
+        d.locked().is_empty(),
+        "locks left on {:?}:\n{}",
+        d.locked(),
+        run.all()
+    );
     assert_no_lock(&d);
 }
 
