@@ -1,6 +1,8 @@
 //! The shared test harness: real OpenSSH `sshd` processes on 127.0.0.1, each with a random
 //! port, a throwaway host key, an authorized throwaway client key and its own `deploy_to`.
 //! There is no fake SSH server: when `sshd` is missing the tests fail, they never skip.
+//! Sessions log in as this machine's root, or (`Fleet::with_login_shells`) with a login shell
+//! and an empty home of their own, so that tests can give a host hostile start-up files.
 
 use std::ffi::CString;
 use std::io::Read;
