@@ -8,10 +8,12 @@ baseline, and prints markdown: per variant the median wall time, min-max, the ra
 deployr/variant of the medians, whole-machine CPU seconds and processes created (/proc/stat
 deltas), and the client's own CPU (wait4) and peak RSS (GNU time).
 
-Scenarios: fanout, deploy, skew, latency, memory (the issue's 1-5) and profile (perf and strace
+Scenarios: fanout, deploy, skew, latency, memory (the issue's 1-5), upload, output (issue 11:
+200 MB printed by one step, deployr vs ssh over ControlMaster) and profile (perf and strace
 evidence for what dominates; skipped with --quick).
 
     python3 bench/run.py [--quick] [--only fanout,deploy,...] [--json PATH] [--help]
+    bench/run.sh --only output    (the output benchmark alone)
     python3 bench/run.py proxy --delay-ms 10 LISTEN:TARGET ...   (the latency proxy, internal)
 """
 
@@ -913,6 +915,45 @@ class Bench:
             f"ratio deployr/scp = {d / b:.2f}")
         self.results[f"upload-{count}-rates"] = rates
 
+    # output (issue 11): one step printing a lot to stdout on one host
+
+    def output(self, megabytes):
+        """`deployr --no-progress run big` (a step printing MEGABYTES MB of ordinary lines) vs
+        `ssh host 'the same command'` over a ControlMaster opened before any timing, both with
+        stdout to /dev/null: throughput (bytes the step printed / wall time) and deployr's
+        peak RSS (issue 11's targets: ≥ 0.5 × OpenSSH's throughput, ≤ 64 MiB)."""
+        fleet = self.fleet
+        host = fleet.hosts[0]
+        size = megabytes * 1000 * 1000
+        command = ("yes 'an ordinary line of output, sixty-odd bytes long, again and again' "
+                   f"| head -c {size}")
+        out(f"\n### Output: a step printing {megabytes} MB of lines on one host, "
+            "`deployr --no-progress run big` vs `ssh host 'the same command'` over "
+            "ControlMaster, stdout to /dev/null\n")
+        file = fleet.deployfile("output.toml", 1, f'[tasks.big]\nrun = "{command}"\n')
+        deployr = " ".join(shquote(a) for a in fleet.deployr_argv(
+            file, "--no-progress", "run", "big", quiet=False))
+        ssh = " ".join(shquote(a) for a in fleet.ssh_base(host.port, control=True))
+        fleet.open_masters([host.port])
+        runs = self.alternate(f"output-{megabytes}", [
+            ("deployr", ["bash", "-c", f"exec {deployr} >/dev/null"]),
+            ("ssh ControlMaster", ["bash", "-c", f"exec {ssh} {shquote(command)} >/dev/null"]),
+        ])
+        self.table(f"{megabytes} MB", runs, per_host=1)
+        d = median([m.wall for m in runs["deployr"]])
+        b = median([m.wall for m in runs["ssh ControlMaster"]])
+        rss = max(m.maxrss_kb for m in runs["deployr"]) / 1024
+        ratio = b / d
+        out(f"\nthroughput: deployr {size / d / 1e6:.0f} MB/s, ssh ControlMaster "
+            f"{size / b / 1e6:.0f} MB/s (medians of {self.reps}); ratio deployr/ssh = "
+            f"{ratio:.2f} (target ≥ 0.50: {'met' if ratio >= 0.5 else 'MISSED'}); deployr peak "
+            f"RSS {rss:.1f} MiB, the largest of the runs (target ≤ 64 MiB: "
+            f"{'met' if rss <= 64 else 'MISSED'})")
+        self.results[f"output-{megabytes}-summary"] = {
+            "deployr_mb_s": size / d / 1e6, "ssh_mb_s": size / b / 1e6, "ratio": ratio,
+            "deployr_peak_rss_mib": rss,
+        }
+
     # profiles (not one of the issue's scenarios; evidence for "what dominates")
 
     def profile(self, deploy_count, fanout_count):
@@ -1254,8 +1295,11 @@ def main():
     parser = argparse.ArgumentParser(description="deployr benchmarks (issue 6)")
     parser.add_argument("--quick", action="store_true",
                         help="every scenario once at N = 5 (CI keeps the harness working)")
-    parser.add_argument("--only", default="fanout,deploy,skew,latency,memory,upload,profile",
-                        help="comma-separated scenarios")
+    parser.add_argument("--only",
+                        default="fanout,deploy,skew,latency,memory,upload,output,profile",
+                        help="comma-separated scenarios (e.g. `--only output` alone)")
+    parser.add_argument("--output-mb", type=int, default=200,
+                        help="MB the output scenario's step prints (quick: 20)")
     parser.add_argument("--reps", type=int, help="runs per variant (default 5, quick 1)")
     parser.add_argument("--fanout-sizes", default="20,200,500,1000")
     parser.add_argument("--deploy-size", type=int, default=20)
@@ -1311,6 +1355,9 @@ def main():
     upload_size, upload_mib = (3, 5) if args.quick else (10, 50)
     if "upload" in only:
         needed = max(needed, upload_size)
+    output_mb = 20 if args.quick else args.output_mb
+    if "output" in only:
+        needed = max(needed, 1)
 
     # One socket per host for deployr, an ssh process per host for xargs, a listener per
     # sshd: raise the open-file limit as far as allowed (bench/run.sh does it too).
@@ -1358,6 +1405,7 @@ def main():
             ("latency", lambda: bench.latency(latency_sizes, latency_deploy)),
             ("memory", lambda: bench.memory(memory_sizes, memory_reps)),
             ("upload", lambda: bench.upload(upload_size, upload_mib)),
+            ("output", lambda: bench.output(output_mb)),
             ("profile", lambda: bench.profile(deploy_size, max(memory_sizes))),
         ]
         for name, section in sections:

@@ -4,6 +4,7 @@
 #
 #   bench/run.sh            the full set (about 6 minutes on this 2-core machine)
 #   bench/run.sh --quick    every scenario once at N = 5 (for CI: keeps the harness working)
+#   bench/run.sh --only output    one scenario alone (here issue 11's output benchmark)
 #
 # Any other flag goes to bench/run.py (see `python3 bench/run.py --help`). Set DEPLOYR_BIN to
 # benchmark an already-built binary instead of running `cargo build --release`.
@@ -65,7 +66,19 @@ trap 'exit 143' TERM
 
 # pyinfra, for the fan-out comparison (issue 15): from PyPI into a venv of its own, pinned;
 # left out (and said so) when it cannot be installed. BENCH_PYINFRA=path uses another one.
-if [ -z "${BENCH_PYINFRA:-}" ]; then
+# Not needed when `--only` leaves the fan-out out (e.g. `--only output`).
+fanout=yes
+prev=""
+for arg in "$@"; do
+  case "$prev=$arg" in
+    --only=*) case ",$arg," in *,fanout,*) ;; *) fanout=no ;; esac ;;
+  esac
+  case "$arg" in
+    --only=*) case ",${arg#--only=}," in *,fanout,*) ;; *) fanout=no ;; esac ;;
+  esac
+  prev=$arg
+done
+if [ -z "${BENCH_PYINFRA:-}" ] && [ "$fanout" = yes ]; then
   venv="${TMPDIR:-/tmp}/deployr-bench-pyinfra"
   if [ -x "$venv/bin/pyinfra" ] ||
     { python3 -m venv "$venv" && "$venv/bin/pip" install -q "pyinfra==3.10.0"; } >&2; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what the tests need (OpenSSH's server, git, and the login
-# shells zsh, fish, dash and tcsh), then checks formatting and lints and runs every test.
-# `.ci/run` runs exactly this.
+# The whole test suite: installs what the tests need (OpenSSH's server, git, GNU time and
+# the login shells zsh, fish, dash and tcsh), then checks formatting and lints and runs
+# every test. `.ci/run` runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +10,7 @@ need=()
 # ssh (the oracle of tests/ssh_config.rs), ssh-keygen, ssh-agent and ssh-add.
 { command -v ssh && command -v ssh-keygen && command -v ssh-agent; } >/dev/null 2>&1 || need+=(openssh-client)
 command -v git >/dev/null 2>&1 || need+=(git)
-# GNU time measures deployr's peak memory in tests/remote.rs.
+# GNU time: tests/remote.rs measures deployr's peak memory with it.
 [ -x /usr/bin/time ] || need+=(time)
 # Login shells of the hosts in tests/remote.rs.
 for shell in zsh fish dash tcsh; do

@@ -4,7 +4,6 @@
 //! logs in with a shell and a home of its own (`Fleet::with_login_shells`), so what its
 //! start-up files do is the test's alone.
 
-use std::process::Child;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -27,8 +26,7 @@ fn bash_fleet() -> Fleet {
 
 /// Runs deployr with the deploy's deployfile in the background and waits at most `limit`.
 fn run_within(d: &Deploy, args: &[&str], limit: Duration) -> Run {
-    let child: Child = d.spawn(args);
-    finish(child, limit)
+    finish(d.spawn(args), limit)
 }
 
 /// Fails unless no host is left with a lock or an activation journal.
@@ -181,7 +179,7 @@ fn hosts_whose_login_shell_is_tcsh_deploy_and_roll_back() {
 
 /// After a good first deploy, web2's start-up file `file` gets `text`; a deploy of version 2
 /// must then fail naming web2 and its start-up files, in bounded time, changing nothing.
-fn a_start_up_file_fails_the_deploy(shell: &str, file: &str, text: &str, limit: Duration) {
+fn a_start_up_file_fails_the_deploy(shell: &str, file: &str, text: &str) {
     let d = setup_on(
         Fleet::with_login_shells(&[("web1", "bash"), ("web2", shell), ("web3", "bash")]),
         "",
@@ -189,10 +187,10 @@ fn a_start_up_file_fails_the_deploy(shell: &str, file: &str, text: &str, limit: 
     );
     run_within(&d, &["--no-progress", "deploy"], BOUND).expect_code(0);
     let before = d.currents();
-    let history: Vec<Vec<String>> = (0..3).map(|i| d.history(i)).collect();
+    let history = d.history(1);
     d.repo.commit("2");
     d.fleet.hosts[1].write_startup_file(file, text);
-    let run = run_within(&d, &["--no-progress", "deploy"], limit);
+    let run = run_within(&d, &["--no-progress", "deploy"], BOUND);
     assert_ne!(run.code, 0, "{}", run.all());
     assert_names_the_host_and_its_start_up_files(&run, "web2");
     assert_eq!(d.currents(), before, "no host changed");
@@ -201,7 +199,7 @@ fn a_start_up_file_fails_the_deploy(shell: &str, file: &str, text: &str, limit: 
     assert_no_lock(&d);
     assert_eq!(
         d.history(1),
-        history[1],
+        history,
         "web2 records nothing: nothing ran there"
     );
 }
@@ -230,12 +228,12 @@ fn assert_names_the_host_and_its_start_up_files(run: &Run, host: &str) {
 
 #[test]
 fn a_bashrc_that_exits_fails_the_deploy_naming_the_host_and_changes_nothing() {
-    a_start_up_file_fails_the_deploy("bash", ".bashrc", "exit 0\n", BOUND);
+    a_start_up_file_fails_the_deploy("bash", ".bashrc", "exit 0\n");
 }
 
 #[test]
 fn a_zshenv_that_exits_fails_the_deploy_naming_the_host_and_changes_nothing() {
-    a_start_up_file_fails_the_deploy("zsh", ".zshenv", "exit 0\n", BOUND);
+    a_start_up_file_fails_the_deploy("zsh", ".zshenv", "exit 0\n");
 }
 
 #[test]
@@ -293,11 +291,12 @@ fn a_zshenv_that_reads_a_line_of_stdin_fails_the_deploy_within_connect_timeout()
     a_start_up_file_reading_stdin_fails_the_deploy("zsh", ".zshenv", "read x\n");
 }
 
-/// web2's `.bashrc` prints `banner` (no trailing newline): deploys and a task succeed, the
-/// banner shows nowhere, the task's output on web2 is its own, and no lock is left.
-fn a_banner_is_ignored(banner: &str, visible: &[&str]) {
-    let fleet = bash_fleet();
-    fleet.hosts[1].write_startup_file(".bashrc", &format!("printf '{banner}'\n"));
+/// web2 (login shell `shell`) prints `banner` (no trailing newline) from its start-up file
+/// `file`: deploys and a task succeed, the banner shows nowhere, the task's output on web2 is
+/// its own, and no lock is left.
+fn a_banner_is_ignored(shell: &str, file: &str, banner: &str, visible: &[&str]) {
+    let fleet = Fleet::with_login_shells(&[("web1", "bash"), ("web2", shell), ("web3", "bash")]);
+    fleet.hosts[1].write_startup_file(file, &format!("printf '{banner}'\n"));
     let d = plain_deploy(fleet, "[tasks.hello]\nrun = \"echo task-output\"\n");
     for version in ["1", "2"] {
         if version == "2" {
@@ -334,14 +333,26 @@ fn assert_hidden(run: &Run, visible: &[&str]) {
 
 #[test]
 fn a_start_up_banner_without_a_newline_is_ignored_and_deploys_succeed() {
-    a_banner_is_ignored("WELCOME-TO-WEB2", &["WELCOME-TO-WEB2"]);
+    a_banner_is_ignored("bash", ".bashrc", "WELCOME-TO-WEB2", &["WELCOME-TO-WEB2"]);
 }
 
 #[test]
 fn escape_sequences_from_a_start_up_file_are_ignored_and_deploys_succeed() {
     a_banner_is_ignored(
+        "bash",
+        ".bashrc",
         r"\033[2J\033]0;pwned\007EVIL-BANNER",
         &["pwned", "EVIL-BANNER"],
+    );
+}
+
+#[test]
+fn a_banner_from_config_fish_is_ignored_and_deploys_succeed() {
+    a_banner_is_ignored(
+        "fish",
+        ".config/fish/config.fish",
+        "FISH-WELCOME",
+        &["FISH-WELCOME"],
     );
 }
 
@@ -443,9 +454,13 @@ fn a_step_printing_marker_shaped_lines_then_exiting_3_fails_with_status_3() {
     assert_no_lock(&d);
 }
 
+/// The task takes the deploy lock, which must be released although its shell is gone.
 #[test]
-fn a_task_that_kills_its_shells_parent_is_a_failure() {
-    let d = plain_deploy(bash_fleet(), "[tasks.suicide]\nrun = \"kill -9 $PPID\"\n");
+fn a_task_that_kills_its_shells_parent_is_a_failure_and_releases_the_lock() {
+    let d = plain_deploy(
+        bash_fleet(),
+        "[tasks.suicide]\nlock = true\nrun = \"kill -9 $PPID\"\n",
+    );
     let run = run_within(&d, &["--json", "run", "suicide"], BOUND);
     assert_ne!(run.code, 0, "{}", run.all());
     let events = events(&run);
@@ -457,7 +472,12 @@ fn a_task_that_kills_its_shells_parent_is_a_failure() {
             run.all()
         );
     }
-    assert_no_lock(&d);
+    assert!(
+        d.locked().is_empty(),
+        "locks left on {:?}:\n{}",
+        d.locked(),
+        run.all()
+    );
 }
 
 #[test]
@@ -480,21 +500,30 @@ fn a_prepare_step_that_kills_its_shells_parent_fails_and_leaves_no_lock() {
     for i in 0..3 {
         assert!(d.prepared(i).is_empty(), "host {i} is not prepared");
     }
+    assert!(
+        d.locked().is_empty(),
+        "locks left on {:?}:\n{}",
+        d.locked(),
+        run.all()
+    );
     assert_no_lock(&d);
 }
 
+/// The step prints ESC, BEL, CR, NUL and TAB on every host and then fails on web2, so that
+/// web2's last lines also show in the failure summary on stderr.
 #[test]
 fn control_characters_in_step_output_are_shown_as_visible_text() {
     let d = plain_deploy(
         bash_fleet(),
-        "[tasks.paint]\nrun = \"printf 'A\\\\033]0;pwned\\\\007B\\\\rC\\\\000D\\\\tE\\\\n'\"\n",
+        "[tasks.paint]\nrun = \"printf 'A\\\\033]0;pwned\\\\007B\\\\rC\\\\000D\\\\tE\\\\n'; [ {{host}} != web2 ]\"\n",
     );
     let raw_control = |text: &str| {
         text.chars()
             .any(|c| c.is_control() && c != '\n' && c != '\t')
     };
+    let visible = |line: &str| line.contains(r"A\x1b]0;pwned") && line.contains(r"B\rC\x00D");
     let plain = run_within(&d, &["--no-progress", "run", "paint"], BOUND);
-    plain.expect_code(0);
+    plain.expect_code(1);
     assert!(
         !raw_control(&plain.all()),
         "raw control characters:\n{:?}",
@@ -506,33 +535,35 @@ fn control_characters_in_step_output_are_shown_as_visible_text() {
             .lines()
             .find(|l| l.contains(&format!("{host} paint |")))
             .unwrap_or_else(|| panic!("no output line of {host}:\n{}", plain.stdout));
-        assert!(
-            line.contains(r"A\x1b]0;pwned") && line.contains(r"B\rC\x00D"),
-            "{line}"
-        );
+        assert!(visible(line), "{line}");
         assert!(line.ends_with("D\tE"), "tab kept: {line:?}");
     }
+    assert!(
+        plain.stderr.lines().any(visible),
+        "web2's last lines in the summary:\n{}",
+        plain.stderr
+    );
     let json = run_within(&d, &["--json", "run", "paint"], BOUND);
-    json.expect_code(0);
+    json.expect_code(1);
     let events = events(&json);
     for host in ["web1", "web2", "web3"] {
         let lines = output_of(&events, host, "paint");
         assert_eq!(lines.len(), 1, "{host}: {lines:?}");
-        let line = &lines[0];
-        assert!(!raw_control(line), "{line:?}");
-        assert!(
-            line.contains(r"A\x1b]0;pwned") && line.contains(r"B\rC\x00D"),
-            "{line:?}"
-        );
+        assert!(!raw_control(&lines[0]), "{:?}", lines[0]);
+        assert!(visible(&lines[0]), "{:?}", lines[0]);
     }
+    assert_eq!(
+        step_result(&events, "web2", "paint"),
+        Some((false, Some(1)))
+    );
     assert_no_lock(&d);
 }
 
 #[test]
-fn a_deploy_to_with_a_quote_a_space_and_a_dollar_deploys_switches_and_rolls_back() {
+fn a_deploy_to_with_quotes_a_space_and_a_dollar_deploys_switches_and_rolls_back() {
     let mut fleet = bash_fleet();
     for host in &mut fleet.hosts {
-        host.deploy_to = host.dir.join("it's a $dir");
+        host.deploy_to = host.dir.join(r#"it's a "$dir""#);
         std::fs::create_dir_all(&host.deploy_to).unwrap();
     }
     let d = plain_deploy(fleet, "");
@@ -551,7 +582,7 @@ fn a_deploy_to_with_a_quote_a_space_and_a_dollar_deploys_switches_and_rolls_back
             .unwrap()
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("it") && n != "it's a $dir")
+            .filter(|n| n.starts_with("it") && n != r#"it's a "$dir""#)
             .collect();
         assert!(strays.is_empty(), "{}: {strays:?}", host.name);
     }
@@ -567,14 +598,13 @@ fn two_hundred_megabytes_of_output_lines_complete_in_bounded_memory() {
         Fleet::with_login_shells(&[("web1", "bash")]),
         "[tasks.big]\nrun = \"yes 'an ordinary line of output, sixty-odd bytes long, again and again' | head -c 200000000\"\n",
     );
-    let mut command = d.fleet.command(&[
+    let command = d.fleet.command(&[
         "-f",
         d.file.to_str().unwrap(),
         "--no-progress",
         "run",
         "big",
     ]);
-    command.env_remove("RUST_LOG");
     let run = measure(command, Duration::from_secs(180));
     assert_eq!(run.code, 0, "{}\n{}", run.stdout_tail, run.stderr_tail);
     assert!(

@@ -1,6 +1,8 @@
 //! The shared test harness: real OpenSSH `sshd` processes on 127.0.0.1, each with a random
 //! port, a throwaway host key, an authorized throwaway client key and its own `deploy_to`.
 //! There is no fake SSH server: when `sshd` is missing the tests fail, they never skip.
+//! Sessions log in as this machine's root, or (`Fleet::with_login_shells`) with a login shell
+//! and an empty home of their own, so that tests can give a host hostile start-up files.
 
 use std::ffi::CString;
 use std::io::Read;
@@ -456,7 +458,12 @@ impl Fleet {
                 "\n[hosts.{}]\naddress = \"127.0.0.1\"\nport = {}\ndeploy_to = \"{}\"\nroles = [{}]\n",
                 host.name,
                 host.port,
-                host.deploy_to.display(),
+                // A TOML basic string: a test may give a host a `deploy_to` with `"` or `\`.
+                host.deploy_to
+                    .display()
+                    .to_string()
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\""),
                 roles.join(", ")
             ));
         }
@@ -861,43 +868,45 @@ pub struct Measured {
     /// The last 1 MiB of its stdout and of its stderr.
     pub stdout_tail: String,
     pub stderr_tail: String,
-    /// Its peak resident set size, in bytes (GNU time's `%M`: deployr alone).
+    /// Its peak resident set size in bytes, as GNU time reports it (`ru_maxrss` of deployr
+    /// alone).
     pub peak_rss: u64,
 }
 
-/// Runs `command` (a deployr), reading its output as it comes but keeping only the ends of
-/// it, and measures deployr's peak memory; panics (after killing it) if it runs longer than
-/// `limit`.
+/// GNU time (Debian package `time`): it forks the measured program from its own small
+/// process. A program spawned straight from this test process would inherit the test
+/// process's peak RSS as its own `ru_maxrss` (posix_spawn shares the parent's memory until
+/// exec, and exec keeps the old high-water mark).
+const GNU_TIME: &str = "/usr/bin/time";
+
+/// Runs `command` (a deployr) under GNU time, reading its output as it comes but keeping only
+/// the ends of it, and measures its peak memory; panics (after killing it) if it runs longer
+/// than `limit`.
 pub fn measure(command: Command, limit: Duration) -> Measured {
-    // Under GNU time: a child spawned from this test process (large, with other tests' data)
-    // is charged that process's memory in `ru_maxrss` (Linux keeps the high-water mark of the
-    // memory it had before exec). GNU time is small, so the deployr it starts is not.
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("peak");
-    let mut timed = Command::new("/usr/bin/time");
+    assert!(
+        Path::new(GNU_TIME).exists(),
+        "{GNU_TIME} is missing (Debian package time); `bash scripts/test.sh` installs it"
+    );
+    let rss = tempfile::NamedTempFile::new().unwrap();
+    let mut timed = Command::new(GNU_TIME);
     timed
-        .arg("-f")
-        .arg("%M")
-        .arg("-o")
-        .arg(&report)
+        .args(["-q", "-f", "%M", "-o"])
+        .arg(rss.path())
         .arg(command.get_program())
-        .args(command.get_args());
-    if let Some(cwd) = command.get_current_dir() {
-        timed.current_dir(cwd);
+        .args(command.get_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(dir) = command.get_current_dir() {
+        timed.current_dir(dir);
     }
-    for (key, value) in command.get_envs() {
+    for (name, value) in command.get_envs() {
         match value {
-            Some(value) => timed.env(key, value),
-            None => timed.env_remove(key),
+            Some(value) => timed.env(name, value),
+            None => timed.env_remove(name),
         };
     }
-    // Reaped by wait4 below, which also bounds the wait.
-    #[allow(clippy::zombie_processes)]
-    let mut child = timed
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn deployr");
+    let mut child = timed.spawn().expect("spawn deployr under GNU time");
     let drain = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             const KEEP: usize = 1 << 20;
@@ -921,49 +930,38 @@ pub fn measure(command: Command, limit: Duration) -> Measured {
     };
     let stdout = drain(Box::new(child.stdout.take().unwrap()));
     let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let pid = child.id() as libc::pid_t;
     let deadline = Instant::now() + limit;
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let mut timed_out = false;
-    loop {
-        let flags = if timed_out { 0 } else { libc::WNOHANG };
-        // SAFETY: waits for our own child, which nothing else waits for.
-        let reaped = unsafe { libc::wait4(pid, &mut status, flags, &mut usage) };
-        assert!(reaped >= 0, "wait4: {}", std::io::Error::last_os_error());
-        if reaped == pid {
-            break;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
         }
         if Instant::now() > deadline {
+            // GNU time and deployr both: deployr would keep the pipes open.
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-P", &child.id().to_string()])
+                .status();
             let _ = child.kill();
             timed_out = true;
-            continue;
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
     let (stdout_bytes, stdout_tail) = stdout.join().unwrap();
     let (_, stderr_tail) = stderr.join().unwrap();
     assert!(
         !timed_out,
         "deployr still running after {limit:?}:\n{stdout_tail}\n{stderr_tail}"
     );
+    let kib: u64 = std::fs::read_to_string(rss.path())
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("GNU time's %M");
     Measured {
-        code: if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            -1
-        },
+        code: status.code().unwrap_or(-1),
         stdout_bytes,
         stdout_tail,
         stderr_tail,
-        peak_rss: std::fs::read_to_string(&report)
-            .unwrap_or_default()
-            .trim()
-            .lines()
-            .last()
-            .and_then(|kib| kib.parse::<u64>().ok())
-            .expect("GNU time's report of the peak memory")
-            * 1024,
+        peak_rss: kib * 1024,
     }
 }
