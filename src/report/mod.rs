@@ -15,6 +15,9 @@ use crate::events::{Event, EventKind, Events, Wave};
 use crate::plan::Plan;
 use crate::transport::Outcome;
 
+/// The most events shown between two flushes of the live output.
+const BATCH: usize = 1024;
+
 /// Lines of a failing command's output shown in its failure report.
 const TAIL_LINES: usize = 20;
 
@@ -128,7 +131,9 @@ enum Weight {
 }
 
 pub struct Reporter {
-    out: Box<dyn Write + Send>,
+    /// Live lines and JSON events: buffered, and flushed whenever the events that have arrived
+    /// are shown (a write per line would cap what a chatty step can print).
+    out: std::io::BufWriter<Box<dyn Write + Send>>,
     summary_out: Box<dyn Write + Send>,
     live: Live,
     masker: Masker,
@@ -142,6 +147,24 @@ pub struct Reporter {
     probes: Vec<(String, Vec<(String, String)>)>,
     /// The last lines of the summary: one per wave of an activation.
     activation: Vec<String>,
+    clock: Clock,
+}
+
+/// Event times as plain output shows them (to the second), formatted once per second.
+#[derive(Default)]
+struct Clock {
+    second: i64,
+    text: String,
+}
+
+impl Clock {
+    fn format(&mut self, time: chrono::DateTime<chrono::Utc>) -> String {
+        if self.text.is_empty() || time.timestamp() != self.second {
+            self.second = time.timestamp();
+            self.text = time.to_rfc3339_opts(SecondsFormat::Secs, true);
+        }
+        self.text.clone()
+    }
 }
 
 impl Reporter {
@@ -155,7 +178,7 @@ impl Reporter {
             ),
         };
         Reporter {
-            out: Box::new(std::io::stdout()),
+            out: std::io::BufWriter::with_capacity(64 * 1024, Box::new(std::io::stdout())),
             summary_out,
             live,
             masker,
@@ -167,6 +190,7 @@ impl Reporter {
             failures: Vec::new(),
             probes: Vec::new(),
             activation: Vec::new(),
+            clock: Clock::default(),
         }
     }
 
@@ -176,15 +200,27 @@ impl Reporter {
         let (events, mut receiver) = Events::channel();
         let task = tokio::spawn(async move {
             while let Some(event) = receiver.recv().await {
-                self.handle(&event);
-                if let EventKind::Output { line, .. } = &event.kind {
-                    crate::lines::BACKLOG.shown(line);
+                self.take(event);
+                // Whatever else has arrived meanwhile, then one flush for all of it.
+                for _ in 0..BATCH {
+                    match receiver.try_recv() {
+                        Ok(event) => self.take(event),
+                        Err(_) => break,
+                    }
                 }
+                let _ = self.out.flush();
             }
             self.summary();
             self
         });
         (events, task)
+    }
+
+    fn take(&mut self, event: Event) {
+        self.handle(&event);
+        if let EventKind::Output { line, .. } = &event.kind {
+            crate::lines::BACKLOG.shown(line);
+        }
     }
 
     /// A line of the final summary.
@@ -212,7 +248,7 @@ impl Reporter {
     }
 
     fn handle(&mut self, event: &Event) {
-        let time = event.time.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let time = self.clock.format(event.time);
         match &mut self.live {
             // Start-up output is no step's: in JSON too, only with `-v`.
             Live::Json
@@ -383,6 +419,7 @@ impl Reporter {
 
     /// The failure reports, then the table of step durations per host.
     fn summary(&mut self) {
+        let _ = self.out.flush();
         if let Live::Progress(bars) = &mut self.live {
             bars.finish();
         }
