@@ -21,6 +21,7 @@ pub mod refname;
 pub mod release;
 pub mod report;
 pub mod run;
+pub mod shell;
 pub mod ssh;
 pub mod ssh_config;
 pub mod template;
