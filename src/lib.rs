@@ -19,6 +19,7 @@ pub mod passphrase;
 pub mod plan;
 pub mod refname;
 pub mod release;
+pub mod remote;
 pub mod report;
 pub mod run;
 pub mod shell;

@@ -392,3 +392,19 @@ fn status_and_releases_show_current_prepared_and_releases() {
     assert!(releases.stdout.contains("current"), "{}", releases.stdout);
     assert!(releases.stdout.contains("prepared"), "{}", releases.stdout);
 }
+
+#[test]
+fn an_entry_named_current_in_releases_does_not_disturb_the_switch() {
+    // The switch's temporary link lives in `.deployr/switch/`, not among the releases.
+    let d = setup("", "");
+    let stray = d.fleet.hosts[2].deploy_to.join("releases/current");
+    std::fs::create_dir_all(&stray).unwrap();
+    std::fs::write(stray.join("keep"), "mine").unwrap();
+    d.deployr(&["deploy"]).expect_code(0);
+    d.repo.commit("2");
+    d.deployr(&["deploy"]).expect_code(0);
+    assert_eq!(d.served_versions(), ["2", "2", "2"]);
+    assert_eq!(std::fs::read_to_string(stray.join("keep")).unwrap(), "mine");
+    assert_eq!(std::fs::read_dir(&stray).unwrap().count(), 1);
+    assert!(d.locked().is_empty(), "{:?}", d.locked());
+}
