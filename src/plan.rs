@@ -361,7 +361,7 @@ pub fn diff(
 ) -> Result<PlannedStep, QuoteError> {
     match source.strategy {
         Strategy::Git => own_step("diff", hosts, [0], true, |_, host| {
-            remote::diff::script(&format!("{}/repo", host.deploy_to), live, target)
+            remote::diff::on_host(host, live, target)
         }),
         Strategy::Upload { .. } => Ok(PlannedStep {
             capture: true,

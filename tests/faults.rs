@@ -189,7 +189,7 @@ fn switch_failing_on_one_host_switches_every_host_back() {
     run.expect_code(5);
     assert!(run.stderr.contains("web3"), "{}", run.stderr);
     assert!(run.stderr.contains("`switch`"), "{}", run.stderr);
-    assert!(run.stderr.contains("cannot switch current"), "{}", run.stderr);
+    assert!(run.all().contains("cannot switch current"), "{}", run.all());
     assert_eq!(d.currents(), before);
     assert_eq!(d.served_versions(), ["1", "1", "1"]);
     assert!(d.locked().is_empty());

@@ -1,14 +1,17 @@
 //! The deployfile's commands: tasks, `[[check]]` entries, `[[prepare]]` and `[[activate]]`
 //! steps, the health check. On a host, deployr's `/bin/sh` changes directory, exports `[env]`
-//! and every variable as `DEPLOYR_*`, then hands the command, as one quoted word, to the
-//! user's login shell: `exec "${SHELL:-/bin/sh}" -c COMMAND`, as Fabric's `run()` does, so a
+//! and every variable as `DEPLOYR_*`, then hands the command to the user's login shell, as
+//! Fabric's `run()` does: `exec "${SHELL:-/bin/sh}" -c 'eval "$deployr_command"'`, so a
 //! command written for the user's shell (zsh, fish, ...) runs as it would in their terminal.
-//! On this machine (local steps and the build), the command runs in `sh` itself, as it always
-//! has.
+//! The command travels whole in the variable `deployr_command`, not in the login shell's
+//! arguments: a process's environment is readable only by its owner, its arguments by every
+//! user of the host, and a command may hold a secret. (`eval "$var"` means the same in sh,
+//! bash, zsh, ksh and fish.) On this machine (local steps and the build), the command runs in
+//! `sh` itself, as it always has.
 
 use crate::deployfile::{EnvVar, Healthcheck};
 use crate::inventory::Host;
-use crate::shell::{QuoteError, Script, Sh, deployfile_command, fail, quote, sh, text};
+use crate::shell::{QuoteError, Script, deployfile_command, fail, quote, sh, text};
 use crate::template::Values;
 
 /// Where a step's script starts.
@@ -41,13 +44,23 @@ fn prelude(dir: WorkDir, env: &[EnvVar], values: &Values) -> Result<Script, Quot
     Ok(s)
 }
 
-/// The user's login shell running `command`: one quoted word, so nothing of it is parsed by
-/// deployr's `/bin/sh`.
-fn login_shell(command: &str) -> Result<Sh, QuoteError> {
-    Ok(sh(
-        "\"${SHELL:-/bin/sh}\" -c {}",
-        &[&quote(command, "the command")?],
-    ))
+/// The variable that carries the command to the login shell. Lowercase, so that no
+/// `DEPLOYR_*` export is it.
+const COMMAND_VARIABLE: &str = "deployr_command";
+
+/// The login shell running the command in [`COMMAND_VARIABLE`].
+const LOGIN_SHELL: &str = "\"${SHELL:-/bin/sh}\" -c 'eval \"$deployr_command\"'";
+
+/// [`prelude`], then `command` exported for [`LOGIN_SHELL`].
+fn handed_over(
+    dir: WorkDir,
+    env: &[EnvVar],
+    values: &Values,
+    command: &str,
+) -> Result<Script, QuoteError> {
+    let mut s = prelude(dir, env, values)?;
+    s.export([(COMMAND_VARIABLE, command)])?;
+    Ok(s)
 }
 
 /// A deployfile command on a host, in `dir`, in the login shell.
@@ -57,8 +70,8 @@ pub fn on_host(
     values: &Values,
     command: &str,
 ) -> Result<String, QuoteError> {
-    let mut s = prelude(dir, env, values)?;
-    s.line("exec {}", &[&login_shell(command)?]);
+    let mut s = handed_over(dir, env, values, command)?;
+    s.line("exec {}", &[&sh(LOGIN_SHELL, &[])]);
     Ok(s.finish())
 }
 
@@ -87,12 +100,12 @@ pub fn healthcheck(
     let timeout = number(check.timeout.as_secs_f64().to_string())?;
     let count = number(check.attempts.to_string())?;
     let interval = number(check.interval.as_secs_f64().to_string())?;
-    let mut s = prelude(dir, env, values)?;
+    let mut s = handed_over(dir, env, values, &command)?;
     s.line("attempt=1", &[]);
     s.line("while :; do", &[]);
     s.line(
         "  timeout {} {} && exit 0",
-        &[&timeout, &login_shell(&command)?],
+        &[&timeout, &sh(LOGIN_SHELL, &[])],
     );
     s.line(
         "  [ \"$attempt\" -ge {} ] && {}",

@@ -1,6 +1,12 @@
 //! `deployr diff`: how the target commit relates to the live one, read in a bare mirror.
 
+use crate::inventory::Host;
 use crate::shell::{QuoteError, Script, quote};
+
+/// [`script`] in the host's own mirror, `repo/` in `deploy_to`, where `resolve` fetched.
+pub fn on_host(host: &Host, live: &str, target: &str) -> Result<String, QuoteError> {
+    script(&format!("{}/repo", host.deploy_to), live, target)
+}
 
 /// How `target` relates to `live` in the bare mirror at `mirror`, as `key=value` lines for
 /// [`crate::diff::parse`]: `relation=` (same, ahead, behind, diverged, or unknown when the

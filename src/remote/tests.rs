@@ -147,10 +147,7 @@ fn every_script(awkward: &str) -> Vec<(String, String)> {
             "finish, nothing to prune",
             finish::script(&host, RELEASE, &record, &[], None),
         ),
-        (
-            "diff",
-            diff::script(&format!("{awkward}/repo"), COMMIT, &reference),
-        ),
+        ("diff", diff::on_host(&host, COMMIT, &reference)),
         ("probe", check::probe(&host, false)),
         ("probe for uploads", check::probe(&host, true)),
         (
@@ -242,30 +239,30 @@ fn no_awkward_value_escapes_its_quotes() {
 }
 
 #[test]
-fn user_commands_run_in_the_login_shell_as_one_word() {
+fn user_commands_run_in_the_login_shell_whole_and_not_in_its_arguments() {
     let host = host("/srv/it's");
     let values = values("/srv/it's");
-    let script = command::on_host(
-        WorkDir::Current(&host),
-        &env("x"),
-        &values,
-        "echo \"$0\" 'it''s'",
-    )
-    .unwrap();
+    let command = "echo \"$0\" 'it''s' \"$TOKEN\"; ps -o args= -p $$";
+    let script = command::on_host(WorkDir::Current(&host), &env("x"), &values, command).unwrap();
     assert!(script.contains("cd \"/srv/it's/current\""), "{script}");
     assert!(script.contains("TOKEN='s3cr3t x'"), "{script}");
     assert!(
         script.contains("DEPLOYR_REF='x; touch /tmp/pwned'"),
         "{script}"
     );
-    // The command is the login shell's, passed whole; run here with SHELL=bash.
+    // Run by dash with SHELL=bash: bash runs the command, and its arguments do not hold it.
     let output = Command::new("dash")
         .arg("-c")
-        .arg(script.lines().last().unwrap())
+        .arg(&script)
         .env("SHELL", "bash")
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "bash its\n");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("bash its s3cr3t x"), "{stdout}");
+    let args = lines.next().unwrap_or_default();
+    assert!(args.starts_with("bash -c"), "{stdout}");
+    assert!(!args.contains("TOKEN") && !args.contains("its"), "{stdout}");
 }
 
 /// The scripts of a prepare and an activation of one representative deployfile, with fixed
