@@ -403,3 +403,196 @@ fn scripts_of_a_prepare_and_an_activation() {
     }
     insta::assert_snapshot!(scripts);
 }
+
+/// Runs `script` with dash, `input` on its standard input, `path` as PATH.
+fn dash(script: &str, input: &str, path: &str) -> (bool, String, String) {
+    // Found on this process's PATH: the child's PATH may lack it.
+    let dash = ["/usr/bin/dash", "/bin/dash"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("dash, which scripts/test.sh installs");
+    let mut child = Command::new(dash)
+        .arg("-c")
+        .arg(script)
+        .env("PATH", path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dash");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn lines(text: &str) -> Vec<String> {
+    text.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn lock_switch_finish_and_back_work_in_dash_in_an_awkward_deploy_to() {
+    let dir = tempfile::tempdir().unwrap();
+    // A PATH with what the scripts use but perl, so the shell's own switch runs too.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for tool in ["mkdir", "rm", "ln", "mv", "readlink", "tail", "sed"] {
+        let found = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{tool}"));
+        std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
+    }
+    let without_perl = bin.to_string_lossy().into_owned();
+    let with_perl = std::env::var("PATH").unwrap();
+    let root = dir.path().join("it's a \"$HOME\" `dir`");
+    let host = host(&root.to_string_lossy());
+    let release = root.join("releases").join(RELEASE);
+    std::fs::create_dir_all(&release).unwrap();
+    std::fs::create_dir_all(root.join("releases").join(PREVIOUS)).unwrap();
+    // An entry named like the old temporary link is left alone.
+    std::fs::create_dir_all(root.join("releases/current")).unwrap();
+
+    let (ok, out, err) = dash(
+        &lock::take(&host, "me token=abc").unwrap(),
+        "",
+        &without_perl,
+    );
+    assert!(ok, "{err}");
+    let state = state::parse(&lines(&out));
+    assert!(state.lock_taken, "{out}");
+    assert_eq!(state.lock.as_deref(), Some("me token=abc"));
+    assert_eq!(state.releases.len(), 2, "{out}");
+
+    for (path, to, previous) in [
+        (&without_perl, PREVIOUS, None),
+        (&with_perl, RELEASE, Some(PREVIOUS)),
+    ] {
+        let script = switch::armed(&host, to, previous).unwrap();
+        let (ok, out, err) = dash(&script, "go\ndone\n", path);
+        assert!(ok, "{err}");
+        assert_eq!(out, "armed\nswitched\n");
+        let current = std::fs::read_link(root.join("current")).unwrap();
+        assert_eq!(current, root.join("releases").join(to));
+    }
+    let (ok, out, _) = dash(&state::script(&host).unwrap(), "", &without_perl);
+    assert!(ok);
+    let state = state::parse(&lines(&out));
+    assert_eq!(state.current.as_deref(), Some(RELEASE));
+    let journal = state.activating.unwrap();
+    assert_eq!(journal.previous.as_deref(), Some(PREVIOUS));
+
+    // Called off: nothing changes, the journal goes.
+    let script = switch::armed(&host, PREVIOUS, Some(RELEASE)).unwrap();
+    let (ok, out, err) = dash(&script, "stop\n", &without_perl);
+    assert!(!ok);
+    assert_eq!(out, "armed\n");
+    assert!(err.contains("called off"), "{err}");
+    assert_eq!(std::fs::read_link(root.join("current")).unwrap(), release);
+
+    let record = "{\"command\":\"activate\"}";
+    let finish = finish::script(&host, RELEASE, record, &[], Some("abc")).unwrap();
+    let (ok, _, err) = dash(&finish, "", &without_perl);
+    assert!(ok, "{err}");
+    assert!(root.join(".deployr/lock").symlink_metadata().is_err());
+    let history = std::fs::read_to_string(root.join(".deployr/history")).unwrap();
+    assert_eq!(history, format!("{record}\n"));
+
+    let (ok, _, err) = dash(&switch::back(&host, None).unwrap(), "", &without_perl);
+    assert!(ok, "{err}");
+    assert!(root.join("current").symlink_metadata().is_err());
+    assert!(root.join("releases/current").is_dir());
+}
+
+#[test]
+fn an_artifact_is_checked_unpacked_and_linked_in_dash_in_an_awkward_deploy_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::env::var("PATH").unwrap();
+    let root = dir.path().join("it's a \"$HOME\" `dir`");
+    let host = host(&root.to_string_lossy());
+    let app = app("/srv/it's");
+    // The artifact: one file, packed with tar as deployr's own packer would.
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(files.join("public")).unwrap();
+    std::fs::write(files.join("VERSION"), "1\n").unwrap();
+    let artifacts = root.join(".deployr/artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::create_dir_all(root.join("shared/config")).unwrap();
+    std::fs::write(root.join("shared/.env"), "A=1\n").unwrap();
+    std::fs::write(root.join("shared/config/it's.yml"), "x: 1\n").unwrap();
+    let packed = dir.path().join("a.tar.gz");
+    let tar = Command::new("tar")
+        .arg("-czf")
+        .arg(&packed)
+        .arg("-C")
+        .arg(&files)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let bytes = std::fs::read(&packed).unwrap();
+    let sha = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    std::fs::write(artifacts.join(format!("{sha}.tar.gz")), &bytes).unwrap();
+    std::fs::write(artifacts.join("old.tar.gz"), "old").unwrap();
+
+    let script = code::from_artifact(&host, &app, RELEASE, COMMIT, &sha).unwrap();
+    let (ok, _, err) = dash(&script, "", &path);
+    assert!(ok, "{err}");
+    let release = root.join("releases").join(RELEASE);
+    assert_eq!(
+        std::fs::read_to_string(release.join("VERSION")).unwrap(),
+        "1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(release.join("REVISION")).unwrap(),
+        format!("{COMMIT}\n")
+    );
+    for linked in ["public/uploads", "log it's", ".env", "config/it's.yml"] {
+        assert_eq!(
+            std::fs::read_link(release.join(linked)).unwrap(),
+            root.join("shared").join(linked),
+            "{linked}"
+        );
+    }
+    assert!(!artifacts.join("old.tar.gz").exists());
+
+    let marker = Prepared {
+        release: RELEASE.into(),
+        commit: COMMIT.into(),
+        reference: "main".into(),
+        time: RELEASE.into(),
+    };
+    let (ok, _, err) = dash(&prepared::mark(&host, &marker).unwrap(), "", &path);
+    assert!(ok, "{err}");
+    let (ok, out, _) = dash(&state::script(&host).unwrap(), "", &path);
+    assert!(ok);
+    let state = state::parse(&lines(&out));
+    assert_eq!(state.prepared, Some(marker));
+    assert!(state.ready.contains(RELEASE));
+    assert_eq!(state.artifacts, std::slice::from_ref(&sha));
+    assert_eq!(state.commit_of(RELEASE), Some(COMMIT));
+
+    // A damaged artifact is refused and removed.
+    std::fs::write(artifacts.join(format!("{sha}.tar.gz")), "damaged").unwrap();
+    let script = code::from_artifact(&host, &app, RELEASE, COMMIT, &sha).unwrap();
+    let (ok, _, err) = dash(&script, "", &path);
+    assert!(!ok);
+    assert!(err.contains("the uploaded artifact is damaged"), "{err}");
+    assert!(err.contains(&format!("not {sha};")), "{err}");
+    assert!(!artifacts.join(format!("{sha}.tar.gz")).exists());
+}
