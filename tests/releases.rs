@@ -395,13 +395,14 @@ fn status_and_releases_show_current_prepared_and_releases() {
 
 #[test]
 fn deploy_to_with_a_quote_a_space_and_a_dollar_deploys_switches_and_rolls_back() {
-    let mut d = setup("shared_dirs = [\"media\"]", "");
-    // Every host deploys into `…/it's a "$HOME" dir`; the commands use the path through their
-    // variables, quoted, as a command must.
+    let mut d = setup("shared_dirs = [\"media\"]\nshared_files = [\".env\"]", "");
+    // Every host deploys into `…/it's a "$HOME dir` (one `"`: a value pasted raw inside
+    // "…" leaves it unbalanced); the commands use the path through their variables, quoted,
+    // as a command must.
     let mut text = std::fs::read_to_string(&d.file).unwrap();
     text = text.replace("{{shared_path}}/", "\\\"$DEPLOYR_SHARED_PATH\\\"/");
     for host in &mut d.fleet.hosts {
-        let awkward = host.deploy_to.with_file_name("it's a \"$HOME\" dir");
+        let awkward = host.deploy_to.with_file_name("it's a \"$HOME dir");
         text = text.replace(
             &format!("deploy_to = \"{}\"", host.deploy_to.display()),
             &format!(
@@ -412,6 +413,10 @@ fn deploy_to_with_a_quote_a_space_and_a_dollar_deploys_switches_and_rolls_back()
         host.deploy_to = awkward;
     }
     std::fs::write(&d.file, text).unwrap();
+    for host in &d.fleet.hosts {
+        std::fs::create_dir_all(host.deploy_to.join("shared")).unwrap();
+        std::fs::write(host.deploy_to.join("shared/.env"), "A=1\n").unwrap();
+    }
     d.deployr(&["deploy"]).expect_code(0);
     let first = d.currents();
     assert_eq!(d.served_versions(), ["1", "1", "1"]);
@@ -425,6 +430,7 @@ fn deploy_to_with_a_quote_a_space_and_a_dollar_deploys_switches_and_rolls_back()
         );
         let media = std::fs::read_link(host.deploy_to.join("current/media")).unwrap();
         assert_eq!(media, host.deploy_to.join("shared/media"), "{}", host.name);
+        assert_eq!(host.read("current/.env"), "A=1\n", "{}", host.name);
     }
     d.repo.commit("2");
     d.deployr(&["deploy"]).expect_code(0);
