@@ -123,6 +123,8 @@ fn connection_problem(error: &crate::ssh::ConnectError) -> String {
     .to_string()
 }
 
+/// The probe of every host (`remote::check`): what prepare will need there, for the strategy
+/// the deployfile uses.
 fn probe_plan(context: &Context) -> Result<Plan, Error> {
     let uploads = context
         .deployfile
