@@ -522,7 +522,10 @@ impl Validator<'_> {
             // `-f ../app/deployfile.toml` gives no `..` to the host's path: its directory is
             // taken as the file system names it.
             let mut base = self.base_dir();
-            if base.components().any(|c| c == std::path::Component::ParentDir) {
+            if base
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+            {
                 base = std::fs::canonicalize(&base).unwrap_or(base);
             }
             return base.join(path).to_string_lossy().into_owned();
