@@ -24,6 +24,7 @@ pub mod release;
 pub mod remote;
 pub mod report;
 pub mod run;
+pub mod shell;
 pub mod ssh;
 pub mod ssh_config;
 pub mod template;

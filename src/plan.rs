@@ -4,10 +4,15 @@
 use std::time::Duration;
 
 use crate::artifact::{Artifact, Workspace};
-use crate::deployfile::{ActivateStep, Deployfile, EnvVar, Source, Step, Strategy};
+use crate::deployfile::{ActivateStep, Deployfile, Source, Step, Strategy};
 use crate::inventory::{Host, TRANSFER_TIMEOUT};
 use crate::release;
+use crate::remote::command::{self, WorkDir};
+use crate::remote::{self, code, fetch};
 use crate::template::Values;
+
+/// Why a step could not be planned: a value that no shell word can hold.
+pub use crate::shell::QuoteError;
 
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -60,68 +65,6 @@ pub struct PlannedRun {
     pub script: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("cannot quote {what} for the shell: it contains a NUL byte")]
-pub struct QuoteError {
-    what: String,
-}
-
-/// Quotes for POSIX `sh`, the shell every remote command runs in.
-pub fn quote(value: &str, what: &str) -> Result<String, QuoteError> {
-    shlex::try_quote(value)
-        .map(|quoted| quoted.into_owned())
-        .map_err(|_| QuoteError {
-            what: what.to_string(),
-        })
-}
-
-/// Where a step's script starts.
-pub enum WorkDir<'a> {
-    /// Tasks: the host's live release, or `deploy_to` before the first deploy, or `/` on a host
-    /// that has never been deployed to (a task like a database backup needs no code).
-    Current(&'a Host),
-    Path(&'a str),
-}
-
-/// The script for one command: change directory, export `[env]` and every variable as
-/// `DEPLOYR_*`, then the command itself.
-pub fn script(
-    dir: WorkDir,
-    env: &[EnvVar],
-    values: &Values,
-    command: &str,
-) -> Result<String, QuoteError> {
-    let cd = match dir {
-        WorkDir::Current(host) => format!(
-            "cd {} 2>/dev/null || cd {} 2>/dev/null || cd /",
-            quote(&host.current_path(), "current_path")?,
-            quote(&host.deploy_to, "deploy_to")?
-        ),
-        WorkDir::Path(path) => format!("cd {} || exit 1", quote(path, "the directory")?),
-    };
-    let mut exports = Vec::new();
-    for (name, value) in values.exports() {
-        exports.push(format!("{name}={}", quote(value, &name)?));
-    }
-    Ok(format!(
-        "{cd}\n{}export {}\n{command}",
-        env_exports(env)?,
-        exports.join(" ")
-    ))
-}
-
-/// `export NAME=value ...` for `[env]` and a newline, or nothing when `[env]` is empty.
-fn env_exports(env: &[EnvVar]) -> Result<String, QuoteError> {
-    if env.is_empty() {
-        return Ok(String::new());
-    }
-    let mut exports = Vec::new();
-    for var in env {
-        exports.push(format!("{}={}", var.name, quote(&var.value, &var.name)?));
-    }
-    Ok(format!("export {}\n", exports.join(" ")))
-}
-
 /// The hosts a step runs on: those with its roles, or only the first of them for `once`.
 pub fn hosts_for(step_roles: Option<&[String]>, once: bool, hosts: &[Host]) -> Vec<usize> {
     let matching = hosts
@@ -157,7 +100,12 @@ pub fn in_current(
             let command = step.command.render(&values);
             runs.push(PlannedRun {
                 host: index,
-                script: script(WorkDir::Current(host), &deployfile.env, &values, &command)?,
+                script: command::on_host(
+                    WorkDir::Current(host),
+                    &deployfile.env,
+                    &values,
+                    &command,
+                )?,
             });
         }
         planned.push(PlannedStep {
@@ -240,12 +188,15 @@ fn local_step(
     let command = step.command.render(values);
     Ok(PlannedStep {
         timeout: step.timeout,
-        local: Some(script(
-            WorkDir::Path(&dir.to_string_lossy()),
-            &deployfile.env,
-            values,
-            &command,
-        )?),
+        local: Some(
+            command::here(
+                WorkDir::Path(&dir.to_string_lossy()),
+                &deployfile.env,
+                values,
+                &command,
+            )?
+            .finish(),
+        ),
         ..PlannedStep::new(&step.name, Vec::new())
     })
 }
@@ -279,7 +230,7 @@ fn release_step(
         let command = step.command.render(&values);
         runs.push(PlannedRun {
             host: index,
-            script: script(WorkDir::Path(&dir), &deployfile.env, &values, &command)?,
+            script: command::on_host(WorkDir::Path(&dir), &deployfile.env, &values, &command)?,
         });
     }
     Ok(PlannedStep {
@@ -326,14 +277,22 @@ fn transfer(step: PlannedStep) -> PlannedStep {
 /// Reads every host's release state (one command per host).
 pub fn state(hosts: &[Host]) -> Result<PlannedStep, QuoteError> {
     own_step("state", hosts, 0..hosts.len(), true, |_, host| {
-        release::state_script(host)
+        remote::state::script(host)
+    })
+}
+
+/// `deployr check`'s probe of `deploy_to` and of the programs that prepare needs (those of
+/// the upload strategy with `uploads`), on every host; read-only.
+pub fn probe(hosts: &[Host], uploads: bool) -> Result<PlannedStep, QuoteError> {
+    own_step("probe", hosts, 0..hosts.len(), true, |_, host| {
+        remote::check::probe(host, uploads)
     })
 }
 
 /// Takes the deploy lock and reads the state, on every host, in one round trip.
 pub fn lock(hosts: &[Host], owner: &str) -> Result<PlannedStep, QuoteError> {
     own_step("lock", hosts, 0..hosts.len(), true, |_, host| {
-        release::lock_script(host, owner)
+        remote::lock::take(host, owner)
     })
 }
 
@@ -346,7 +305,7 @@ pub fn unlock(
     record: &dyn Fn(usize) -> Option<String>,
 ) -> Result<PlannedStep, QuoteError> {
     own_step("unlock", hosts, on.iter().copied(), false, |index, host| {
-        release::unlock_script(host, token, record(index).as_deref())
+        remote::lock::give_back(host, token, record(index).as_deref())
     })
 }
 
@@ -357,7 +316,7 @@ pub fn force_unlock(
     record: &dyn Fn(usize) -> String,
 ) -> Result<PlannedStep, QuoteError> {
     own_step("unlock", hosts, on.iter().copied(), false, |index, host| {
-        release::force_unlock_script(host, &record(index))
+        remote::lock::force(host, &record(index))
     })
 }
 
@@ -372,29 +331,22 @@ pub fn resolve(
     workspace: &Workspace,
     reference: &str,
 ) -> Result<PlannedStep, QuoteError> {
-    // git runs with `[env]` too: a proxy or GIT_SSH_COMMAND may be needed to reach the repo.
-    let env = env_exports(&deployfile.env)?;
     match source.strategy {
         Strategy::Git => own_step("resolve", hosts, [0], true, |_, host| {
-            let fetch = release::fetch_script(host, &source.repo, release::Wanted::Ref(reference))?;
-            Ok(format!("{env}{fetch}"))
+            fetch::resolve(host, &deployfile.env, &source.repo, reference)
         })
         .map(transfer),
-        Strategy::Upload { .. } => {
-            let mirror = workspace.mirror().to_string_lossy().into_owned();
-            let fetch =
-                release::mirror_script(&mirror, &source.repo, release::Wanted::Ref(reference))?;
-            let commit_of = quote(&format!("{reference}^{{commit}}"), "the ref")?;
-            Ok(PlannedStep {
-                capture: true,
-                local: Some(format!(
-                    "mkdir -p {parent} || exit 1\n{env}{fetch}\ngit -C {mirror} show -s --format=%ct {commit_of}",
-                    parent = quote(&workspace.root().to_string_lossy(), "the workspace")?,
-                    mirror = quote(&mirror, "the mirror")?,
-                )),
-                ..PlannedStep::new("resolve", Vec::new())
-            })
-        }
+        Strategy::Upload { .. } => Ok(PlannedStep {
+            capture: true,
+            local: Some(fetch::resolve_here(
+                &workspace.root().to_string_lossy(),
+                &workspace.mirror().to_string_lossy(),
+                &deployfile.env,
+                &source.repo,
+                reference,
+            )?),
+            ..PlannedStep::new("resolve", Vec::new())
+        }),
     }
 }
 
@@ -409,11 +361,11 @@ pub fn diff(
 ) -> Result<PlannedStep, QuoteError> {
     match source.strategy {
         Strategy::Git => own_step("diff", hosts, [0], true, |_, host| {
-            release::diff_script(&format!("{}/repo", host.deploy_to), live, target)
+            remote::diff::on_host(host, live, target)
         }),
         Strategy::Upload { .. } => Ok(PlannedStep {
             capture: true,
-            local: Some(release::diff_script(
+            local: Some(remote::diff::script(
                 &workspace.mirror().to_string_lossy(),
                 live,
                 target,
@@ -440,20 +392,20 @@ pub fn build(
         Some(tree) => format!("{}:{tree}", info.commit),
         None => info.commit.clone(),
     };
-    let export = format!(
-        "rm -rf {dir} && mkdir -p {dir} || exit 1\ngit -C {mirror} archive --format=tar {tree} | tar -x -C {dir} || exit 1",
-        dir = quote(&dir, "the build directory")?,
-        mirror = quote(&workspace.mirror().to_string_lossy(), "the mirror")?,
-        tree = quote(&tree, "the commit")?,
-    );
+    let mut script = code::export_here(&dir, &workspace.mirror().to_string_lossy(), &tree)?;
     let values = local_values(deployfile, timestamp, Some((info, None)));
     let command = build
         .as_ref()
         .map(|b| b.render(&values))
         .unwrap_or_default();
-    let run = script(WorkDir::Path(&dir), &deployfile.env, &values, &command)?;
+    script.append(command::here(
+        WorkDir::Path(&dir),
+        &deployfile.env,
+        &values,
+        &command,
+    )?);
     Ok(Some(PlannedStep {
-        local: Some(format!("{export}\n{run}")),
+        local: Some(script.finish()),
         ..PlannedStep::new("build", Vec::new())
     }))
 }
@@ -471,20 +423,16 @@ pub fn code(
 ) -> Result<Vec<PlannedStep>, QuoteError> {
     let Some(artifact) = artifact else {
         let code = own_step("code", hosts, 0..hosts.len(), false, |index, host| {
-            let clear = release::clear_prepared_script(host)?;
-            let export = release::export_script(
+            // The first host fetched the commit when it resolved the ref.
+            code::from_git(
                 host,
                 &deployfile.app,
+                &source.repo,
                 source.repo_tree.as_deref(),
                 &info.release,
                 &info.commit,
-            )?;
-            if index == 0 {
-                return Ok(format!("{clear}\n{export}"));
-            }
-            let fetch =
-                release::fetch_script(host, &source.repo, release::Wanted::Commit(&info.commit))?;
-            Ok(format!("{clear}\n{fetch}\n{export}"))
+                index != 0,
+            )
         })?;
         return Ok(vec![transfer(code)]);
     };
@@ -493,18 +441,16 @@ pub fn code(
         hosts,
         send_to.iter().copied(),
         false,
-        |_, host| Ok(release::artifact_path(host, &artifact.sha256)),
+        |_, host| Ok(code::artifact_path(host, &artifact.sha256)),
     )?;
     let unpack = own_step("code", hosts, 0..hosts.len(), false, |_, host| {
-        let clear = release::clear_prepared_script(host)?;
-        let unpack = release::unpack_script(
+        code::from_artifact(
             host,
             &deployfile.app,
             &info.release,
             &info.commit,
             &artifact.sha256,
-        )?;
-        Ok(format!("{clear}\n{unpack}"))
+        )
     })?;
     let unpack = transfer(unpack);
     if send_to.is_empty() {
@@ -534,7 +480,7 @@ pub fn prepare(
             deployfile, hosts, step, timestamp, info, previous,
         )?);
     }
-    let prepared = release::Prepared {
+    let marker = release::Prepared {
         release: info.release.clone(),
         commit: info.commit.clone(),
         reference: info.reference.clone(),
@@ -545,7 +491,7 @@ pub fn prepare(
         hosts,
         0..hosts.len(),
         false,
-        |_, host| release::mark_prepared_script(host, &prepared),
+        |_, host| remote::prepared::mark(host, &marker),
     )?);
     Ok(steps)
 }
@@ -558,7 +504,7 @@ pub fn switch(
     previous: &[Option<String>],
 ) -> Result<PlannedStep, QuoteError> {
     let mut step = own_step("switch", hosts, on.iter().copied(), false, |index, host| {
-        release::switch_script(host, release, previous[index].as_deref())
+        remote::switch::armed(host, release, previous[index].as_deref())
     })?;
     step.armed = true;
     Ok(step)
@@ -575,7 +521,7 @@ pub fn switch_back(
         hosts,
         on.iter().copied(),
         false,
-        |index, host| release::switch_back_script(host, previous[index].as_deref()),
+        |index, host| remote::switch::back(host, previous[index].as_deref()),
     )
 }
 
@@ -630,23 +576,14 @@ pub fn healthcheck(
             info,
             previous[index].as_deref(),
         );
-        let command = quote(&check.command.render(&values), "the health check")?;
-        let looped = format!(
-            r#"attempt=1
-while :; do
-  timeout {timeout} sh -c {command} && exit 0
-  [ "$attempt" -ge {attempts} ] && {{ echo "unhealthy after {attempts} attempts" >&2; exit 1; }}
-  attempt=$((attempt + 1))
-  sleep {interval}
-done"#,
-            timeout = check.timeout.as_secs_f64(),
-            attempts = check.attempts,
-            interval = check.interval.as_secs_f64(),
-        );
-        let dir = host.current_path();
         runs.push(PlannedRun {
             host: index,
-            script: script(WorkDir::Path(&dir), &deployfile.env, &values, &looped)?,
+            script: command::healthcheck(
+                WorkDir::Path(&host.current_path()),
+                &deployfile.env,
+                &values,
+                check,
+            )?,
         });
     }
     // Every attempt is bounded by `timeout`, so the whole loop is too; a host that does not
@@ -669,7 +606,7 @@ pub fn finish(
     unlock: Option<&str>,
 ) -> Result<PlannedStep, QuoteError> {
     own_step("finish", hosts, on.iter().copied(), false, |index, host| {
-        release::finish_script(host, release, &record(index), &prune(index), unlock)
+        remote::finish::script(host, release, &record(index), &prune(index), unlock)
     })
 }
 
@@ -697,24 +634,5 @@ mod tests {
         assert_eq!(hosts_for(Some(&db), true, &hosts), [1]);
         assert_eq!(hosts_for(Some(&db), false, &hosts), [1, 2]);
         assert_eq!(hosts_for(None, false, &hosts), [0, 1, 2]);
-    }
-
-    #[test]
-    fn scripts_quote_every_value() {
-        let host = host("a", &[]);
-        let mut values = Values::default();
-        values.set("ref", "x; touch /tmp/pwned");
-        let env = vec![EnvVar {
-            name: "TOKEN".into(),
-            value: "$(id)".into(),
-            secret: true,
-        }];
-        let script = script(WorkDir::Current(&host), &env, &values, "true").unwrap();
-        assert!(script.contains("cd \"/srv/it's/current\""), "{script}");
-        assert!(script.contains("TOKEN='$(id)'"), "{script}");
-        assert!(
-            script.contains("DEPLOYR_REF='x; touch /tmp/pwned'"),
-            "{script}"
-        );
     }
 }

@@ -163,7 +163,7 @@ fn a_switch_that_stalls_on_one_host_is_bounded_and_every_host_goes_back() {
 fn a_host_frozen_right_after_go_is_named_with_the_command_that_makes_hosts_agree() {
     // web3 takes `go`, then freezes before it renames; when it thaws, it switches.
     let d = with_switch_on_web3(
-        "echo armed\nread go\ntouch got-go\nwhile [ ! -e frozen ]; do sleep 0.05; done\nmv -T releases/current current\necho switched\nread done\nexit 0",
+        "echo armed\nread go\ntouch got-go\nwhile [ ! -e frozen ]; do sleep 0.05; done\nmv -T .deployr/switch/current current\necho switched\nread done\nexit 0",
         "",
     );
     d.deployr(&["deploy"]).expect_code(0);

@@ -1394,3 +1394,78 @@ run = "true"
         },
     ]);
 }
+
+#[test]
+fn deploy_to_that_scripts_cannot_work_in_is_refused_naming_its_line() {
+    check(&[
+        Case {
+            name: "deploy_to = /.",
+            toml: r#"[app]
+name = "shop"
+deploy_to = "/."
+
+[hosts.web1]
+address = "local"
+
+[tasks.x]
+run = "true"
+"#,
+            line: 3,
+            column: 13,
+            at: "\"/.\"",
+            expect: &["deploy_to must not be `/`", "`/.` is `/`"],
+        },
+        Case {
+            name: "deploy_to = /srv/..",
+            toml: r#"[app]
+name = "shop"
+deploy_to = "/tmp/deployr-x"
+
+[hosts.web1]
+address = "local"
+deploy_to = "/srv/.."
+
+[tasks.x]
+run = "true"
+"#,
+            line: 7,
+            column: 13,
+            at: "\"/srv/..\"",
+            expect: &["deploy_to must not have a `..` component"],
+        },
+        Case {
+            name: "deploy_to not normalised",
+            toml: r#"[app]
+name = "shop"
+deploy_to = "/srv//shop/./x"
+
+[hosts.web1]
+address = "local"
+
+[tasks.x]
+run = "true"
+"#,
+            line: 3,
+            column: 13,
+            at: "\"/srv//shop/./x\"",
+            expect: &["must be written normalised", "write `/srv/shop/x`"],
+        },
+        Case {
+            name: "deploy_to with a newline",
+            toml: r#"[app]
+name = "shop"
+deploy_to = "/srv/shop\nrm -rf /"
+
+[hosts.web1]
+address = "local"
+
+[tasks.x]
+run = "true"
+"#,
+            line: 3,
+            column: 13,
+            at: "\"/srv/shop\\n",
+            expect: &["deploy_to must not contain control characters", "\\n"],
+        },
+    ]);
+}

@@ -1,10 +1,12 @@
 //! Faults against real sshd hosts: whatever fails, every host ends on one release and no lock
 //! is left behind by a deployr that could still release it.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::support::{
-    Deploy, Run, fast_again, finish, interrupt, release_of, setup, slow_on, slow_step, wait_for,
+    Deploy, Fleet, Run, fast_again, finish, interrupt, release_of, sessions_with_programs, setup,
+    setup_on, slow_on, slow_step, wait_for,
 };
 
 fn with_extra(extra: &str) -> Deploy {
@@ -166,19 +168,28 @@ fn failing_health_check_on_one_host_rolls_every_host_back() {
 
 #[test]
 fn switch_failing_on_one_host_switches_every_host_back() {
-    let d = setup("", "");
+    // web3's rename fails after `go`: its switch says so and exits, as a failed rename(2) does.
+    let fleet = Fleet::with_config_for(&["web1", "web2", "web3"], |name, dir: &Path| {
+        if name != "web3" {
+            return String::new();
+        }
+        let perl = format!(
+            "if [ -e {flag} ]; then\necho armed\nread go\necho 'cannot switch current: Permission denied' >&2\nexit 1\nfi\nexec /usr/bin/perl \"$@\"",
+            flag = dir.join("srv/misbehave").display()
+        );
+        sessions_with_programs(dir, &[("perl", &perl)])
+    });
+    let d = setup_on(fleet, "", "");
     d.deployr(&["deploy"]).expect_code(0);
     let before = d.currents();
     d.repo.commit("2");
     d.deployr(&["prepare"]).expect_code(0);
-    // A stray directory where the switch puts its temporary link makes the rename fail there.
-    let stray = d.fleet.hosts[2].deploy_to.join("releases/current");
-    std::fs::create_dir_all(&stray).unwrap();
-    std::fs::write(stray.join("keep"), "").unwrap();
+    std::fs::write(d.fleet.hosts[2].deploy_to.join("misbehave"), "").unwrap();
     let run = d.deployr(&["activate"]);
     run.expect_code(5);
     assert!(run.stderr.contains("web3"), "{}", run.stderr);
     assert!(run.stderr.contains("`switch`"), "{}", run.stderr);
+    assert!(run.all().contains("cannot switch current"), "{}", run.all());
     assert_eq!(d.currents(), before);
     assert_eq!(d.served_versions(), ["1", "1", "1"]);
     assert!(d.locked().is_empty());

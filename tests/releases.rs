@@ -392,3 +392,71 @@ fn status_and_releases_show_current_prepared_and_releases() {
     assert!(releases.stdout.contains("current"), "{}", releases.stdout);
     assert!(releases.stdout.contains("prepared"), "{}", releases.stdout);
 }
+
+#[test]
+fn deploy_to_with_a_quote_a_space_and_a_dollar_deploys_switches_and_rolls_back() {
+    let mut d = setup("shared_dirs = [\"media\"]\nshared_files = [\".env\"]", "");
+    // Every host deploys into `…/it's a "$HOME dir` (one `"`: a value pasted raw inside
+    // "…" leaves it unbalanced); the commands use the path through their variables, quoted,
+    // as a command must.
+    let mut text = std::fs::read_to_string(&d.file).unwrap();
+    text = text.replace("{{shared_path}}/", "\\\"$DEPLOYR_SHARED_PATH\\\"/");
+    for host in &mut d.fleet.hosts {
+        let awkward = host.deploy_to.with_file_name("it's a \"$HOME dir");
+        text = text.replace(
+            &format!("deploy_to = \"{}\"", host.deploy_to.display()),
+            &format!(
+                "deploy_to = \"{}\"",
+                awkward.display().to_string().replace('"', "\\\"")
+            ),
+        );
+        host.deploy_to = awkward;
+    }
+    std::fs::write(&d.file, text).unwrap();
+    for host in &d.fleet.hosts {
+        std::fs::create_dir_all(host.deploy_to.join("shared")).unwrap();
+        std::fs::write(host.deploy_to.join("shared/.env"), "A=1\n").unwrap();
+    }
+    d.deployr(&["deploy"]).expect_code(0);
+    let first = d.currents();
+    assert_eq!(d.served_versions(), ["1", "1", "1"]);
+    assert_eq!(d.migrations(), 1);
+    for host in &d.fleet.hosts {
+        assert_eq!(
+            host.read("shared/reloads").trim(),
+            first[0],
+            "{}",
+            host.name
+        );
+        let media = std::fs::read_link(host.deploy_to.join("current/media")).unwrap();
+        assert_eq!(media, host.deploy_to.join("shared/media"), "{}", host.name);
+        assert_eq!(host.read("current/.env"), "A=1\n", "{}", host.name);
+    }
+    d.repo.commit("2");
+    d.deployr(&["deploy"]).expect_code(0);
+    assert_eq!(d.served_versions(), ["2", "2", "2"]);
+    d.deployr(&["rollback"]).expect_code(0);
+    assert_eq!(d.currents(), first);
+    assert_eq!(d.served_versions(), ["1", "1", "1"]);
+    assert!(d.locked().is_empty(), "{:?}", d.locked());
+    assert!(d.journaled().is_empty(), "{:?}", d.journaled());
+    let status = d.deployr(&["status"]);
+    status.expect_code(0);
+    assert!(status.stdout.contains(&first[0]), "{}", status.stdout);
+}
+
+#[test]
+fn an_entry_named_current_in_releases_does_not_disturb_the_switch() {
+    // The switch's temporary link lives in `.deployr/switch/`, not among the releases.
+    let d = setup("", "");
+    let stray = d.fleet.hosts[2].deploy_to.join("releases/current");
+    std::fs::create_dir_all(&stray).unwrap();
+    std::fs::write(stray.join("keep"), "mine").unwrap();
+    d.deployr(&["deploy"]).expect_code(0);
+    d.repo.commit("2");
+    d.deployr(&["deploy"]).expect_code(0);
+    assert_eq!(d.served_versions(), ["2", "2", "2"]);
+    assert_eq!(std::fs::read_to_string(stray.join("keep")).unwrap(), "mine");
+    assert_eq!(std::fs::read_dir(&stray).unwrap().count(), 1);
+    assert!(d.locked().is_empty(), "{:?}", d.locked());
+}

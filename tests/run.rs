@@ -398,7 +398,7 @@ fn dry_run_prints_each_command_without_connecting() {
     for host in ["web1", "web2"] {
         assert!(
             run.stdout.contains(&format!(
-                "{host} backup $ pg_dump shop > /srv/shop/shared/x.sql"
+                "{host} backup $ export deployr_command='pg_dump shop > /srv/shop/shared/x.sql'"
             )),
             "{}",
             run.stdout

@@ -8,7 +8,8 @@ use crate::deployfile::Strategy;
 use crate::error::Error;
 use crate::events::{EventKind, Events};
 use crate::inventory::Host;
-use crate::plan::{Plan, PlannedRun, PlannedStep, quote};
+use crate::plan::{self, Plan};
+use crate::remote;
 use crate::run;
 use crate::transport::{Cancel, Connection, Stream};
 
@@ -123,44 +124,17 @@ fn connection_problem(error: &crate::ssh::ConnectError) -> String {
     .to_string()
 }
 
-/// One read-only script per host that reports on `deploy_to` and the programs that prepare
-/// runs there (git, or for uploads tar, gzip and sha256sum) as `key=value` lines.
+/// The probe of every host (`remote::check`): what prepare will need there, for the strategy
+/// the deployfile uses.
 fn probe_plan(context: &Context) -> Result<Plan, Error> {
     let uploads = context
         .deployfile
         .source
         .as_ref()
         .is_some_and(|source| matches!(source.strategy, Strategy::Upload { .. }));
-    let tools = if uploads {
-        r#"missing=""; for t in tar gzip sha256sum; do command -v $t >/dev/null 2>&1 || missing="$missing $t"; done
-if [ -z "$missing" ]; then echo "tools=tar, gzip, sha256sum"; else echo "tools=MISSING$missing"; fi"#
-    } else {
-        r#"if command -v git >/dev/null 2>&1; then echo "tools=$(git --version)"; else echo "tools=MISSING git"; fi"#
-    };
-    let mut runs = Vec::new();
-    for (index, host) in context.hosts.iter().enumerate() {
-        let deploy_to = quote(&host.deploy_to, "deploy_to")?;
-        let script = format!(
-            r#"d={deploy_to}
-if [ -d "$d" ]; then
-  if [ -w "$d" ]; then echo "deploy_to=writable"; else echo "deploy_to=NOT writable"; fi
-else
-  p="$d"; while [ ! -d "$p" ]; do p=$(dirname "$p"); done
-  if [ -w "$p" ]; then echo "deploy_to=absent, can be created"; else echo "deploy_to=NOT creatable ($p is not writable)"; fi
-fi
-{tools}"#
-        );
-        runs.push(PlannedRun {
-            host: index,
-            script,
-        });
-    }
     Ok(Plan {
         hosts: context.hosts.clone(),
-        steps: vec![PlannedStep {
-            capture: true,
-            ..PlannedStep::new("probe", runs)
-        }],
+        steps: vec![plan::probe(&context.hosts, uploads)?],
     })
 }
 
@@ -178,16 +152,12 @@ async fn probe(
             }
         })
         .await;
-    let find = |key: &str| {
-        lines
-            .iter()
-            .find_map(|line| line.strip_prefix(&format!("{key}=")).map(str::to_string))
-            .unwrap_or_else(|| format!("NOT checked ({outcome})"))
-    };
+    let [deploy_to, tools] = remote::check::find(&lines)
+        .map(|found| found.unwrap_or_else(|| format!("NOT checked ({outcome})")));
     vec![
         ("address".into(), endpoint(host)),
         ("connection".into(), "ok".into()),
-        ("deploy_to".into(), find("deploy_to")),
-        ("tools".into(), find("tools")),
+        ("deploy_to".into(), deploy_to),
+        ("tools".into(), tools),
     ]
 }

@@ -23,6 +23,7 @@ use crate::inventory::{Host, Selection};
 use crate::owner;
 use crate::plan::{self, Plan, PlannedStep, ReleaseInfo};
 use crate::release::{self, HostState};
+use crate::remote;
 use crate::report::{self, Masker, Reporter, Style, Verbosity};
 use crate::run::{self, HostResult};
 use crate::template::Values;
@@ -373,7 +374,7 @@ impl<'a> Session<'a> {
         let results = self.run(&plan::state(self.hosts())?).await?;
         Ok(results
             .iter()
-            .map(|result| release::parse_state(&result.stdout))
+            .map(|result| remote::state::parse(&result.stdout))
             .collect())
     }
 
@@ -389,7 +390,7 @@ impl<'a> Session<'a> {
             let results = self.step(&step).await;
             let states: Vec<HostState> = results
                 .iter()
-                .map(|result| release::parse_state(&result.stdout))
+                .map(|result| remote::state::parse(&result.stdout))
                 .collect();
             // Recorded before anything is decided, so that every way out gives them back.
             self.locked.lock().expect("lock list").extend(

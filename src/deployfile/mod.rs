@@ -1,6 +1,7 @@
 //! The deployfile: parsed once, validated completely, and turned into resolved types before
 //! anything connects anywhere. Every error names the file, line and column.
 
+mod deploy_to;
 mod diagnostic;
 mod endpoint;
 mod raw;
@@ -502,23 +503,32 @@ impl Validator<'_> {
         }
     }
 
-    /// An absolute path; for a local host, a relative path is taken from the deployfile's
-    /// directory, so an example can deploy into the checkout it comes with.
+    /// An absolute path, checked once for every script on the host (see [`deploy_to`]); for
+    /// a local host, a relative path is taken from the deployfile's directory, so an example
+    /// can deploy into the checkout it comes with.
     fn deploy_to(&mut self, value: &S<String>, local: bool) -> String {
         let text = value.get_ref();
-        let path = if text.len() > 1 {
-            text.trim_end_matches('/')
-        } else {
-            text
+        let path = match deploy_to::check(text) {
+            Ok(path) => path,
+            Err(problem) => {
+                self.error(value.span(), problem.message, problem.help);
+                return text.clone();
+            }
         };
         if path.starts_with('/') {
-            if path == "/" {
-                self.error(value.span(), "deploy_to must not be `/`", None);
-            }
             return path.to_string();
         }
         if local && !path.is_empty() {
-            return self.base_dir().join(path).to_string_lossy().into_owned();
+            // `-f ../app/deployfile.toml` gives no `..` to the host's path: its directory is
+            // taken as the file system names it.
+            let mut base = self.base_dir();
+            if base
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+            {
+                base = std::fs::canonicalize(&base).unwrap_or(base);
+            }
+            return base.join(path).to_string_lossy().into_owned();
         }
         self.error(
             value.span(),
