@@ -62,7 +62,11 @@ impl LineSplitter {
         let mut end = std::mem::take(&mut self.end);
         let cut = std::mem::take(&mut self.cut);
         if end.is_empty() {
-            return visible(start.strip_suffix(b"\r").unwrap_or(&start));
+            let mut start = start;
+            if start.last() == Some(&b'\r') {
+                start.pop();
+            }
+            return visible_owned(start);
         }
         if end.last() == Some(&b'\r') {
             end.pop();
@@ -135,6 +139,32 @@ impl Backlog {
             drained.await;
         }
     }
+}
+
+/// [`visible`] for bytes deployr owns: plain text (the usual case) becomes the string without
+/// a copy.
+fn visible_owned(bytes: Vec<u8>) -> String {
+    if is_plain(&bytes) {
+        match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(error) => visible(error.as_bytes()),
+        }
+    } else {
+        visible(&bytes)
+    }
+}
+
+/// No control character in `bytes`, if they are UTF-8: none below space but tab, no DEL, and
+/// no C1 control (U+0080 to U+009F, encoded as 0xC2 0x80 to 0xC2 0x9F).
+fn is_plain(bytes: &[u8]) -> bool {
+    !bytes.iter().enumerate().any(|(i, &b)| {
+        (b < 0x20 && b != b'\t')
+            || b == 0x7f
+            || (b == 0xc2
+                && bytes
+                    .get(i + 1)
+                    .is_some_and(|next| (0x80..0xa0).contains(next)))
+    })
 }
 
 /// `bytes` as text that shows what it holds: invalid UTF-8 as `�`, and every control character

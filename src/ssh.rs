@@ -755,7 +755,7 @@ pub struct Armed {
 
 impl Armed {
     /// Sends it a line (`go`, `done`, `stop`); false if it could not be sent within [`GRACE`].
-    pub async fn tell(&mut self, line: &'static [u8]) -> bool {
+    pub async fn tell(&mut self, line: &[u8]) -> bool {
         matches!(
             tokio::time::timeout(GRACE, self.runner.channel.data(line)).await,
             Ok(Ok(()))

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::inventory::{Address, Host};
 use crate::local;
+use crate::remote::protocol::{ARMED, DONE, GO, STOP, SWITCHED};
 use crate::ssh::{self, ConnectError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -106,11 +107,6 @@ pub fn interrupted() -> Outcome {
     Outcome::Lost("interrupted".into())
 }
 
-/// The line an armed script prints once it is ready for `go`.
-pub const ARMED: &str = "armed";
-/// The line an armed script prints once it has acted; it then waits for `done`.
-pub const SWITCHED: &str = "switched";
-
 /// A command that is running and waiting for `go` on its standard input.
 pub enum Armed {
     /// A local command, and the bound on each wait for it.
@@ -120,7 +116,7 @@ pub enum Armed {
 
 impl Armed {
     pub async fn fire(&mut self) -> bool {
-        self.tell(b"go\n").await
+        self.tell(GO).await
     }
 
     /// Reads a fired command until it says it has acted (`None`), or to its end if it stops
@@ -141,13 +137,13 @@ impl Armed {
 
     /// Lets a command that has acted finish (its checks and exit).
     pub async fn done(&mut self) -> bool {
-        self.tell(b"done\n").await
+        self.tell(DONE).await
     }
 
     /// Calls an armed command off: it reads something other than `go`, undoes its
     /// preparation and exits without acting.
     pub async fn disarm(mut self, on_line: &mut (dyn FnMut(Stream, String) + Send)) -> Outcome {
-        self.tell(b"stop\n").await;
+        self.tell(STOP).await;
         self.finish(on_line).await
     }
 
@@ -162,10 +158,12 @@ impl Armed {
         }
     }
 
-    async fn tell(&mut self, line: &'static [u8]) -> bool {
+    /// Sends one protocol word as a line.
+    async fn tell(&mut self, word: &str) -> bool {
+        let line = format!("{word}\n");
         match self {
-            Armed::Ssh(armed) => armed.tell(line).await,
-            Armed::Local(running, _) => running.send(line).await,
+            Armed::Ssh(armed) => armed.tell(line.as_bytes()).await,
+            Armed::Local(running, _) => running.send(line.as_bytes()).await,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! line, fresh for that step, that says it ended and with which status.
 
 use crate::lines::visible;
+use crate::shell::{Sh, quote, sh};
 
 /// What the login shell is asked to run: deployr's own shell, `/bin/sh`, reading steps from the
 /// channel. Valid in bash, dash, zsh, ksh, fish, csh and tcsh, whatever the account's shell is.
@@ -41,8 +42,13 @@ impl Marker {
     /// What deployr sends right after starting the shell: the shell prints the marker on both
     /// streams once it reads commands, and everything before those lines is start-up output.
     pub fn ready_request(&self) -> String {
-        let marker = &self.0;
-        format!("printf '%s\\n' {marker}; printf '%s\\n' {marker} >&2; :\n")
+        let marker = self.word();
+        sh(
+            "printf '%s\\n' {}; printf '%s\\n' {} >&2; :\n",
+            &[&marker, &marker],
+        )
+        .as_str()
+        .to_string()
     }
 
     /// `script` wrapped to run as one step: in a subshell, so it cannot end or change deployr's
@@ -50,31 +56,47 @@ impl Marker {
     /// then the marker with its status on standard output and alone on standard error. The
     /// trailing `:` leaves nothing of the marker in `$_`. `None`: the script has a NUL byte.
     pub fn wrap(&self, script: &str, input: bool) -> Option<String> {
-        let quoted = shlex::try_quote(script).ok()?;
-        let marker = &self.0;
-        let stdin = if input { "" } else { " </dev/null" };
+        let script = quote(script, "a step's script").ok()?;
+        let marker = self.word();
+        let stdin = if input {
+            sh("", &[])
+        } else {
+            sh(" </dev/null", &[])
+        };
         // One brace group: the shell reads all of it before running any, so a step that reads
         // its input finds nothing of deployr's there, only what is sent to it.
-        Some(format!(
-            "{{ ( eval {quoted}\n){stdin}\nprintf '%s %s\\n' {marker} $?; printf '%s\\n' {marker} >&2; :\n}}\n"
-        ))
+        Some(
+            sh(
+                "{ ( eval {}\n){}\nprintf '%s %s\\n' {} $?; printf '%s\\n' {} >&2; :\n}\n",
+                &[&script, &stdin, &marker, &marker],
+            )
+            .as_str()
+            .to_string(),
+        )
+    }
+
+    /// The marker as a shell word (it is one already: letters, digits and dashes).
+    fn word(&self) -> Sh {
+        quote(&self.0, "the step marker").expect("a marker has no NUL byte")
     }
 
     /// The marker's ending in `line`, if the line ends with exactly this marker (and, with
     /// `status`, a space and a number after it).
     pub fn ends<'a>(&self, line: &'a str, status: bool) -> Option<Ending<'a>> {
-        let at = line.rfind(&self.0)?;
-        let (before, rest) = (&line[..at], &line[at + self.0.len()..]);
+        // Checked from the end, without a search: this runs for every line a step prints.
         if !status {
-            return rest.is_empty().then_some(Ending {
+            let before = line.strip_suffix(self.0.as_str())?;
+            return Some(Ending {
                 before,
                 status: None,
             });
         }
-        let digits = rest.strip_prefix(' ')?;
-        if digits.is_empty() || digits.len() > 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        let rest = line.trim_end_matches(|c: char| c.is_ascii_digit());
+        let digits = &line[rest.len()..];
+        if digits.is_empty() || digits.len() > 3 {
             return None;
         }
+        let before = rest.strip_suffix(' ')?.strip_suffix(self.0.as_str())?;
         Some(Ending {
             before,
             status: digits.parse().ok(),

@@ -75,6 +75,9 @@ impl Masker {
     }
 
     pub fn mask(&self, text: &str) -> String {
+        if self.secrets.is_empty() && self.short_lines.is_empty() {
+            return text.to_string();
+        }
         let mut text = text.to_string();
         for secret in &self.secrets {
             if text.contains(secret.as_str()) {
@@ -142,7 +145,8 @@ pub struct Reporter {
     steps: Vec<String>,
     hosts: Vec<String>,
     results: BTreeMap<(String, String), (Outcome, Duration)>,
-    tails: BTreeMap<(String, String), VecDeque<String>>,
+    /// The last lines of output of each host's steps: host → step → lines.
+    tails: BTreeMap<String, BTreeMap<String, VecDeque<String>>>,
     failures: Vec<(String, String, Outcome)>,
     probes: Vec<(String, Vec<(String, String)>)>,
     /// The last lines of the summary: one per wave of an activation.
@@ -229,6 +233,39 @@ impl Reporter {
         let _ = writeln!(self.summary_out, "{text}");
     }
 
+    /// Keeps `line` among the last [`TAIL_LINES`] of `host`'s `step`, for a failure report.
+    /// Looked up by reference: this runs for every line a step prints.
+    fn keep(&mut self, host: &str, step: &str, line: &str) {
+        if !self.tails.contains_key(host) {
+            self.tails.insert(host.to_string(), BTreeMap::new());
+        }
+        let steps = self.tails.get_mut(host).expect("inserted above");
+        if !steps.contains_key(step) {
+            steps.insert(step.to_string(), VecDeque::with_capacity(TAIL_LINES));
+        }
+        let tail = steps.get_mut(step).expect("inserted above");
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line.to_string());
+    }
+
+    /// A line of output (already masked) while the command runs, where the style wants it:
+    /// written straight out, since a chatty step sends millions of them.
+    fn show_output(&mut self, time: &str, host: &str, step: &str, line: &str) {
+        match &mut self.live {
+            Live::Plain => {
+                let _ = writeln!(self.out, "{time} {host} {step} | {line}");
+            }
+            Live::Json => {}
+            Live::Progress(bars) => {
+                if self.verbosity >= Verbosity::Verbose {
+                    bars.println(&format!("{time} {host} {step} | {line}"));
+                }
+            }
+        }
+    }
+
     /// A line while the command runs, where the style wants it.
     fn show(&mut self, weight: Weight, text: &str) {
         let text = self.masker.mask(text);
@@ -302,14 +339,10 @@ impl Reporter {
                 host, step, line, ..
             } => {
                 // Masked alone first: a short line of a secret is masked only as a whole line.
-                let line = &self.masker.mask(line);
-                let tail = self.tails.entry((host.clone(), step.clone())).or_default();
-                if tail.len() == TAIL_LINES {
-                    tail.pop_front();
-                }
-                tail.push_back(line.clone());
+                let line = self.masker.mask(line);
+                self.keep(host, step, &line);
                 if self.verbosity >= Verbosity::Normal {
-                    self.show(Weight::Output, &format!("{time} {host} {step} | {line}"));
+                    self.show_output(&time, host, step, &line);
                 }
             }
             EventKind::StepFinished {
@@ -429,7 +462,8 @@ impl Reporter {
             self.line(&format!("\nerror: {host}: step `{step}` failed: {outcome}"));
             let tail: Vec<String> = self
                 .tails
-                .get(&(host.clone(), step.clone()))
+                .get(&host)
+                .and_then(|steps| steps.get(&step))
                 .map(|lines| lines.iter().cloned().collect())
                 .unwrap_or_default();
             if tail.is_empty() {
