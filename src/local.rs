@@ -10,7 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
 use crate::lines::LineSplitter;
-use crate::transport::{Cancel, Outcome, Stream, interrupted};
+use crate::remote::command::Interpreter;
+use crate::transport::{Cancel, Gate, Outcome, Stream, interrupted};
 
 /// A started `sh -c`, read as it runs.
 pub struct Running {
@@ -60,17 +61,23 @@ pub fn start(script: &str, with_stdin: bool) -> Result<Running, Outcome> {
 
 pub async fn exec(
     script: &str,
+    interpreter: Interpreter,
     timeout: Option<Duration>,
     cancel: Cancel,
     on_line: &mut (dyn FnMut(Stream, String) + Send),
 ) -> Outcome {
-    match start(script, false) {
-        Ok(mut running) => running
-            .pump(None, timeout, cancel, on_line)
-            .await
-            .unwrap_or_else(|| Outcome::Lost("stopped early".into())),
-        Err(outcome) => outcome,
-    }
+    let mut running = match start(script, false) {
+        Ok(running) => running,
+        Err(outcome) => return outcome,
+    };
+    let mut gate = Gate::new(interpreter);
+    let outcome = running
+        .pump(None, timeout, cancel, &mut |stream, line| {
+            gate.pass(stream, line, on_line)
+        })
+        .await
+        .unwrap_or_else(|| Outcome::Lost("stopped early".into()));
+    gate.finish(outcome, on_line)
 }
 
 impl Running {

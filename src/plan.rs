@@ -7,7 +7,7 @@ use crate::artifact::{Artifact, Workspace};
 use crate::deployfile::{ActivateStep, Deployfile, Source, Step, Strategy};
 use crate::inventory::{Host, TRANSFER_TIMEOUT};
 use crate::release;
-use crate::remote::command::{self, WorkDir};
+use crate::remote::command::{self, Interpreter, WorkDir};
 use crate::remote::{self, code, fetch};
 use crate::template::Values;
 
@@ -38,6 +38,8 @@ pub struct PlannedStep {
     pub local: Option<String>,
     /// An upload step sends this artifact to each run's host, to the path in its `script`.
     pub upload: Option<Artifact>,
+    /// Which shell runs the scripts on the hosts.
+    pub interpreter: Interpreter,
 }
 
 impl PlannedStep {
@@ -52,6 +54,7 @@ impl PlannedStep {
             armed: false,
             local: None,
             upload: None,
+            interpreter: Interpreter::DeployrSh,
         }
     }
 }
@@ -111,6 +114,7 @@ pub fn in_current(
         planned.push(PlannedStep {
             timeout: step.timeout,
             concurrency: step.concurrency,
+            interpreter: Interpreter::LoginShell,
             ..PlannedStep::new(&step.name, runs)
         });
     }
@@ -236,6 +240,7 @@ fn release_step(
     Ok(PlannedStep {
         timeout: step.timeout,
         concurrency: step.concurrency,
+        interpreter: Interpreter::LoginShell,
         ..PlannedStep::new(&step.name, runs)
     })
 }
@@ -591,6 +596,7 @@ pub fn healthcheck(
     let bound = (check.timeout + check.interval) * check.attempts + Duration::from_secs(10);
     Ok(Some(PlannedStep {
         timeout: Some(bound),
+        interpreter: Interpreter::LoginShell,
         ..PlannedStep::new("healthcheck", runs)
     }))
 }

@@ -322,7 +322,13 @@ async fn run_one(
         events.output(host, &step.name, stream, line)
     };
     let outcome = connection
-        .exec(&run.script, step.timeout, cancel, &mut on_line)
+        .exec(
+            &run.script,
+            step.interpreter,
+            step.timeout,
+            cancel,
+            &mut on_line,
+        )
         .await;
     let finished = Instant::now();
     events.step_finished(host, &step.name, &outcome, finished - started);

@@ -18,8 +18,9 @@ use tokio::sync::{OwnedMappedMutexGuard, OwnedMutexGuard, Semaphore};
 
 use crate::inventory::{AddressFamily, Route, SshSettings};
 use crate::lines::LineSplitter;
+use crate::remote::command::Interpreter;
 use crate::remote::frame::{self, Marker};
-use crate::transport::{Cancel, Outcome, Stream, interrupted};
+use crate::transport::{Cancel, Gate, Outcome, Stream, interrupted};
 
 /// Uploads at once on one connection: with the host's shell and the channel opened ahead,
 /// below OpenSSH's `MaxSessions` default of 10 channels per connection.
@@ -496,6 +497,8 @@ pub struct Runner {
     stderr: LineSplitter,
     status: Option<u32>,
     stderr_done: bool,
+    /// Holds back a login shell's start-up output until its command begins.
+    gate: Gate,
 }
 
 /// What a shell printed before it was ready (a login shell's start-up files): the last lines.
@@ -522,6 +525,7 @@ impl Runner {
             stderr: LineSplitter::default(),
             status: None,
             stderr_done: false,
+            gate: Gate::new(Interpreter::DeployrSh),
         };
         let deadline = Deadline::after(Some(bound));
         let request = runner.marker.ready_request();
@@ -563,12 +567,13 @@ impl Runner {
     async fn run(
         &mut self,
         script: &str,
+        interpreter: Interpreter,
         timeout: Option<Duration>,
         cancel: Cancel,
         on_line: &mut (dyn FnMut(Stream, String) + Send),
     ) -> Outcome {
         let deadline = Deadline::after(timeout);
-        if let Err(outcome) = self.send(script, false, deadline).await {
+        if let Err(outcome) = self.send(script, false, interpreter, deadline).await {
             return outcome;
         }
         self.read(Read::ToTheEnd, deadline, cancel, on_line)
@@ -578,12 +583,19 @@ impl Runner {
 
     /// Starts a step. With `input`, the step reads the channel (an armed switch waiting for
     /// `go`); otherwise it reads /dev/null, so it cannot eat the steps that follow.
-    async fn send(&mut self, script: &str, input: bool, deadline: Deadline) -> Result<(), Outcome> {
+    async fn send(
+        &mut self,
+        script: &str,
+        input: bool,
+        interpreter: Interpreter,
+        deadline: Deadline,
+    ) -> Result<(), Outcome> {
         self.sequence += 1;
         self.marker = Marker::fresh(self.sequence);
         let Some(framed) = self.marker.wrap(script, input) else {
             return Err(Outcome::Lost("the script contains a NUL byte".into()));
         };
+        self.gate = Gate::new(interpreter);
         self.stdout = LineSplitter::default();
         self.stderr = LineSplitter::default();
         self.status = None;
@@ -633,18 +645,19 @@ impl Runner {
             };
             let status = &mut self.status;
             let stderr_done = &mut self.stderr_done;
+            let gate = &mut self.gate;
             match message {
                 Some(ChannelMsg::Data { data }) => {
                     self.stdout
                         .push(&data, &mut |line| match marker.ends(&line, with_status) {
                             Some(ending) => {
                                 if !ending.before.is_empty() {
-                                    on_line(Stream::Stdout, ending.before.to_string());
+                                    gate.pass(Stream::Stdout, ending.before.to_string(), on_line);
                                 }
                                 *status = Some(ending.status.unwrap_or(0));
                             }
                             None if until == Some(line.as_str()) => reached = true,
-                            None => on_line(Stream::Stdout, line),
+                            None => gate.pass(Stream::Stdout, line, on_line),
                         })
                 }
                 Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
@@ -652,21 +665,23 @@ impl Runner {
                         .push(&data, &mut |line| match marker.ends(&line, false) {
                             Some(ending) => {
                                 if !ending.before.is_empty() {
-                                    on_line(Stream::Stderr, ending.before.to_string());
+                                    gate.pass(Stream::Stderr, ending.before.to_string(), on_line);
                                 }
                                 *stderr_done = true;
                             }
-                            None => on_line(Stream::Stderr, line),
+                            None => gate.pass(Stream::Stderr, line, on_line),
                         })
                 }
                 Some(ChannelMsg::ExitStatus { exit_status }) => exit = Some(exit_status),
                 Some(ChannelMsg::Eof) => {}
                 Some(ChannelMsg::Close) | None => {
                     self.alive = false;
+                    let gate = &mut self.gate;
                     self.stdout
-                        .finish(&mut |line| on_line(Stream::Stdout, line));
+                        .finish(&mut |line| gate.pass(Stream::Stdout, line, on_line));
                     self.stderr
-                        .finish(&mut |line| on_line(Stream::Stderr, line));
+                        .finish(&mut |line| gate.pass(Stream::Stderr, line, on_line));
+                    gate.release(on_line);
                     let ended = match read {
                         Read::Ready => "the login shell exited",
                         _ => "the shell on the host ended before the step did",
@@ -681,7 +696,7 @@ impl Runner {
             if let (Some(code), true) = (self.status, self.stderr_done) {
                 return match read {
                     Read::Ready => None,
-                    _ => Some(Outcome::Exited(code)),
+                    _ => Some(self.gate.finish(Outcome::Exited(code), on_line)),
                 };
             }
             if reached {
@@ -873,12 +888,17 @@ impl Session {
     pub async fn exec(
         &self,
         script: &str,
+        interpreter: Interpreter,
         timeout: Option<Duration>,
         cancel: Cancel,
         on_line: &mut (dyn FnMut(Stream, String) + Send),
     ) -> Outcome {
         match self.runner().await {
-            Ok(mut runner) => runner.run(script, timeout, cancel, on_line).await,
+            Ok(mut runner) => {
+                runner
+                    .run(script, interpreter, timeout, cancel, on_line)
+                    .await
+            }
             Err(outcome) => outcome,
         }
     }
@@ -895,7 +915,9 @@ impl Session {
     ) -> Result<Armed, Outcome> {
         let mut runner = self.runner().await?;
         let deadline = Deadline::after(Some(bound));
-        runner.send(script, true, deadline).await?;
+        runner
+            .send(script, true, Interpreter::DeployrSh, deadline)
+            .await?;
         match runner
             .read(Read::Until(until), deadline, cancel, on_line)
             .await

@@ -10,6 +10,7 @@ use crate::events::{EventKind, Events};
 use crate::inventory::Host;
 use crate::plan::{self, Plan};
 use crate::remote;
+use crate::remote::command::Interpreter;
 use crate::run;
 use crate::transport::{Cancel, Connection, Stream};
 
@@ -146,11 +147,17 @@ async fn probe(
 ) -> Vec<(String, String)> {
     let mut lines = Vec::new();
     let outcome = connection
-        .exec(script, None, cancel, &mut |stream, line| {
-            if stream == Stream::Stdout {
-                lines.push(line)
-            }
-        })
+        .exec(
+            script,
+            Interpreter::DeployrSh,
+            None,
+            cancel,
+            &mut |stream, line| {
+                if stream == Stream::Stdout {
+                    lines.push(line)
+                }
+            },
+        )
         .await;
     let [deploy_to, tools] = remote::check::find(&lines)
         .map(|found| found.unwrap_or_else(|| format!("NOT checked ({outcome})")));

@@ -48,8 +48,20 @@ fn prelude(dir: WorkDir, env: &[EnvVar], values: &Values) -> Result<Script, Quot
 /// `DEPLOYR_*` export is it.
 const COMMAND_VARIABLE: &str = "deployr_command";
 
-/// The login shell running the command in [`COMMAND_VARIABLE`].
-const LOGIN_SHELL: &str = "\"${SHELL:-/bin/sh}\" -c 'eval \"$deployr_command\"'";
+/// The login shell running the command in [`COMMAND_VARIABLE`]. First, `/bin/sh` prints
+/// [`crate::remote::protocol::BEGINS`] on both streams: whatever the shell's start-up files printed before that
+/// line is no output of the step. Valid in sh, bash, zsh, ksh, fish, csh and tcsh.
+const LOGIN_SHELL: &str = "\"${SHELL:-/bin/sh}\" -c '/bin/sh -c \"echo deployr-command-begins; echo deployr-command-begins >&2\"; eval \"$deployr_command\"'";
+
+/// Which shell runs a step's script on a host, and so what its output holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interpreter {
+    /// deployr's own `/bin/sh`: everything the script prints is the step's.
+    DeployrSh,
+    /// A deployfile command in the login shell ([`LOGIN_SHELL`]): output before the line that
+    /// says the command begins comes from the shell's start-up files.
+    LoginShell,
+}
 
 /// [`prelude`], then `command` exported for [`LOGIN_SHELL`].
 fn handed_over(
@@ -118,4 +130,14 @@ pub fn healthcheck(
     s.line("  sleep {}", &[&interval]);
     s.line("done", &[]);
     Ok(s.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_login_shell_says_when_the_command_begins_on_both_streams() {
+        let begins = crate::remote::protocol::BEGINS;
+        assert_eq!(super::LOGIN_SHELL.matches(begins).count(), 2);
+        assert!(super::LOGIN_SHELL.contains(&format!("{begins} >&2")));
+    }
 }

@@ -9,6 +9,10 @@ pub const GO: &str = "go";
 pub const SWITCHED: &str = "switched";
 /// Sent to a script that has acted: check and exit.
 pub const DONE: &str = "done";
+/// The line a deployfile command's login shell prints, on stdout and on stderr, once its
+/// start-up files have run and the command begins: what came before is no output of the step.
+/// Not a secret: a start-up file that prints it only gets its own output shown.
+pub const BEGINS: &str = "deployr-command-begins";
 /// Sent to an armed script to call it off (anything but [`GO`] does; this is what deployr sends).
 pub const STOP: &str = "stop";
 

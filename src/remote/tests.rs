@@ -259,6 +259,16 @@ fn user_commands_run_in_the_login_shell_whole_and_not_in_its_arguments() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let mut lines = stdout.lines();
+    // First the login shell says the command begins (on stderr too), then the command runs.
+    assert_eq!(
+        lines.next(),
+        Some(crate::remote::protocol::BEGINS),
+        "{stdout}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim(),
+        crate::remote::protocol::BEGINS
+    );
     assert_eq!(lines.next(), Some("bash its s3cr3t x"), "{stdout}");
     let args = lines.next().unwrap_or_default();
     assert!(args.starts_with("bash -c"), "{stdout}");
