@@ -596,55 +596,45 @@ fn a_deploy_to_with_quotes_a_space_and_a_dollar_deploys_switches_and_rolls_back(
 /// deployr's peak memory for a task whose output is huge.
 const MEMORY: u64 = 64 << 20;
 
-#[test]
-fn two_hundred_megabytes_of_output_lines_complete_in_bounded_memory() {
+/// `deployr run big` on one host, where the task `big` runs `command`: it succeeds within
+/// its bound, leaves no lock, and stays under [`MEMORY`].
+fn run_big(command: &str) -> crate::support::Measured {
     let d = plain_deploy(
         Fleet::with_login_shells(&[("web1", "bash")]),
-        "[tasks.big]\nrun = \"yes 'an ordinary line of output, sixty-odd bytes long, again and again' | head -c 200000000\"\n",
+        &format!("[tasks.big]\nrun = \"{command}\"\n"),
     );
-    let command = d.fleet.command(&[
-        "-f",
-        d.file.to_str().unwrap(),
-        "--no-progress",
-        "run",
-        "big",
-    ]);
-    let run = measure(command, Duration::from_secs(180));
+    let file = d.file.to_str().unwrap();
+    let run = measure(
+        d.fleet
+            .command(&["-f", file, "--no-progress", "run", "big"]),
+        Duration::from_secs(180),
+    );
     assert_eq!(run.code, 0, "{}\n{}", run.stdout_tail, run.stderr_tail);
     assert!(
         run.stdout_tail.contains("web1 big - ok in"),
         "{}",
         run.stdout_tail
+    );
+    assert!(run.peak_rss < MEMORY, "peak RSS {} MiB", run.peak_rss >> 20);
+    assert_no_lock(&d);
+    run
+}
+
+#[test]
+fn two_hundred_megabytes_of_output_lines_complete_in_bounded_memory() {
+    let run = run_big(
+        "yes 'an ordinary line of output, sixty-odd bytes long, again and again' | head -c 200000000",
     );
     assert!(
         run.stdout_bytes > 200_000_000,
         "every line is shown: {} bytes",
         run.stdout_bytes
     );
-    assert!(run.peak_rss < MEMORY, "peak RSS {} MiB", run.peak_rss >> 20);
-    assert_no_lock(&d);
 }
 
 #[test]
 fn a_fifty_megabyte_line_completes_cut_short_in_bounded_memory() {
-    let d = plain_deploy(
-        Fleet::with_login_shells(&[("web1", "bash")]),
-        "[tasks.big]\nrun = \"head -c 50000000 /dev/zero | tr '\\\\0' x; echo; echo after\"\n",
-    );
-    let command = d.fleet.command(&[
-        "-f",
-        d.file.to_str().unwrap(),
-        "--no-progress",
-        "run",
-        "big",
-    ]);
-    let run = measure(command, Duration::from_secs(180));
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout_tail, run.stderr_tail);
-    assert!(
-        run.stdout_tail.contains("web1 big - ok in"),
-        "{}",
-        run.stdout_tail
-    );
+    let run = run_big("head -c 50000000 /dev/zero | tr '\\\\0' x; echo; echo after");
     assert!(
         run.stdout_tail.contains("web1 big | after"),
         "the next line is shown whole: {}",
@@ -655,6 +645,4 @@ fn a_fifty_megabyte_line_completes_cut_short_in_bounded_memory() {
         "the long line is cut: {} bytes shown",
         run.stdout_bytes
     );
-    assert!(run.peak_rss < MEMORY, "peak RSS {} MiB", run.peak_rss >> 20);
-    assert_no_lock(&d);
 }
