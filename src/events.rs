@@ -58,9 +58,11 @@ pub enum EventKind {
         host: String,
         step: String,
     },
+    /// A line a step printed. Host and step are shared, not copied: a step may print millions
+    /// of lines.
     Output {
-        host: String,
-        step: String,
+        host: Arc<str>,
+        step: Arc<str>,
         stream: Stream,
         line: String,
     },
@@ -120,6 +122,21 @@ pub enum EventKind {
     },
 }
 
+/// Where output lines come from: one host's step.
+pub struct Source {
+    host: Arc<str>,
+    step: Arc<str>,
+}
+
+impl Source {
+    pub fn new(host: &str, step: &str) -> Source {
+        Source {
+            host: host.into(),
+            step: step.into(),
+        }
+    }
+}
+
 /// How host tasks talk to the reporter. Sending never blocks and never fails the run: a reporter
 /// that has gone away only means nobody is watching.
 #[derive(Clone)]
@@ -168,14 +185,19 @@ impl Events {
     }
 
     pub fn output(&self, host: &str, step: &str, stream: Stream, line: String) {
+        self.output_of(&Source::new(host, step), stream, line);
+    }
+
+    /// A line printed by `source`, which a host task makes once per step.
+    pub fn output_of(&self, source: &Source, stream: Stream, line: String) {
         crate::lines::BACKLOG.queued(&line);
         let wave = *self.wave.lock().expect("wave");
         let event = Event {
             time: Utc::now(),
             wave,
             kind: EventKind::Output {
-                host: host.to_string(),
-                step: step.to_string(),
+                host: source.host.clone(),
+                step: source.step.clone(),
                 stream,
                 line,
             },

@@ -11,7 +11,7 @@ use futures::StreamExt;
 
 use crate::artifact::Artifact;
 use crate::deployfile::Connecting;
-use crate::events::{EventKind, Events};
+use crate::events::{EventKind, Events, Source};
 use crate::inventory::{HOUSEKEEPING_TIMEOUT, Host, TRANSFER_TIMEOUT};
 use crate::plan::{LOCAL, Plan, PlannedRun, PlannedStep};
 use crate::ssh::ConnectError;
@@ -314,12 +314,13 @@ async fn run_one(
     events.step_started(host, &step.name);
     let started = Instant::now();
     let mut stdout = Vec::new();
+    let source = Source::new(host, &step.name);
     let mut on_line = |stream, line| {
         if step.capture && stream == Stream::Stdout {
             stdout.push(line);
             return;
         }
-        events.output(host, &step.name, stream, line)
+        events.output_of(&source, stream, line)
     };
     let outcome = connection
         .exec(
@@ -414,8 +415,8 @@ async fn execute_armed(
     events: &Events,
 ) -> Vec<HostResult> {
     let printer = |host: usize| {
-        let name = hosts[host].name.clone();
-        move |stream, line| events.output(&name, &step.name, stream, line)
+        let source = Source::new(&hosts[host].name, &step.name);
+        move |stream, line| events.output_of(&source, stream, line)
     };
     let mut armed: Vec<(usize, Instant, Result<Armed, Outcome>)> =
         futures::stream::iter(&step.runs)

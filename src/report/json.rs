@@ -34,7 +34,8 @@ pub fn event(event: &Event, masker: &Masker) -> Value {
             stream,
             line,
         } => json!({
-            "event": "output", "host": host, "step": step, "stream": stream, "line": mask(line),
+            "event": "output", "host": &**host, "step": &**step, "stream": stream,
+            "line": mask(line),
         }),
         EventKind::StepFinished {
             host,
