@@ -48,10 +48,20 @@ fn prelude(dir: WorkDir, env: &[EnvVar], values: &Values) -> Result<Script, Quot
 /// `DEPLOYR_*` export is it.
 const COMMAND_VARIABLE: &str = "deployr_command";
 
-/// The login shell running the command in [`COMMAND_VARIABLE`]. First, `/bin/sh` prints
-/// [`crate::remote::protocol::BEGINS`] on both streams: whatever the shell's start-up files printed before that
-/// line is no output of the step. Valid in sh, bash, zsh, ksh, fish, csh and tcsh.
-const LOGIN_SHELL: &str = "\"${SHELL:-/bin/sh}\" -c '/bin/sh -c \"echo deployr-command-begins; echo deployr-command-begins >&2\"; eval \"$deployr_command\"'";
+/// Sets `deployr_begins` to what the login shell runs first: it prints
+/// [`crate::remote::protocol::BEGINS`] on both streams, so that whatever the shell's start-up
+/// files printed before that line is known to be no output of the step. With the shell's own
+/// `echo` (no process) where it can redirect to stderr; csh and tcsh cannot (`>&2`), so there
+/// `/bin/sh` says it.
+const BEGINS: &str = "case ${SHELL:-/bin/sh} in \
+*csh) deployr_begins='/bin/sh -c \"echo deployr-command-begins; echo deployr-command-begins >&2\"' ;; \
+*) deployr_begins='echo deployr-command-begins; echo deployr-command-begins >&2' ;; \
+esac";
+
+/// The login shell running [`BEGINS`], then the command in [`COMMAND_VARIABLE`]. Its arguments
+/// hold neither the command nor any value. Valid in sh, bash, zsh, ksh, fish, csh and tcsh.
+const LOGIN_SHELL: &str =
+    "\"${SHELL:-/bin/sh}\" -c \"$deployr_begins; eval \\\"\\$deployr_command\\\"\"";
 
 /// Which shell runs a step's script on a host, and so what its output holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +82,7 @@ fn handed_over(
 ) -> Result<Script, QuoteError> {
     let mut s = prelude(dir, env, values)?;
     s.export([(COMMAND_VARIABLE, command)])?;
+    s.line(BEGINS, &[]);
     Ok(s)
 }
 
@@ -137,7 +148,7 @@ mod tests {
     #[test]
     fn the_login_shell_says_when_the_command_begins_on_both_streams() {
         let begins = crate::remote::protocol::BEGINS;
-        assert_eq!(super::LOGIN_SHELL.matches(begins).count(), 2);
-        assert!(super::LOGIN_SHELL.contains(&format!("{begins} >&2")));
+        assert_eq!(super::BEGINS.matches(begins).count(), 4);
+        assert_eq!(super::BEGINS.matches(&format!("{begins} >&2")).count(), 2);
     }
 }
