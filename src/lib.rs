@@ -1,31 +1,34 @@
 //! deployr: deploys an application to many servers over SSH in two steps, so that the slow work
 //! happens while the old release keeps serving and the switch takes milliseconds.
 //!
-//! The binary is a thin shell around [`cmd`]; everything is here so that tests can call it.
+//! The binary is a thin shell around [`cmd`]. Only what it calls is public (the command line,
+//! the commands, the JSON events' last line, the errors' exit codes) and `ssh_config`, which
+//! tests/ssh_config.rs compares with `ssh -G`. Everything else is private to the crate, so the
+//! compiler reports code nothing uses.
 
-pub mod artifact;
-pub mod auth;
+mod artifact;
+mod auth;
 pub mod cli;
 pub mod cmd;
-pub mod deployfile;
-pub mod diff;
+mod deployfile;
+mod diff;
 pub mod error;
-pub mod events;
-pub mod history;
-pub mod inventory;
-pub mod known_hosts;
-pub mod lines;
-pub mod local;
-pub mod owner;
-pub mod passphrase;
-pub mod plan;
-pub mod refname;
-pub mod release;
-pub mod remote;
+mod events;
+mod history;
+mod inventory;
+mod known_hosts;
+mod lines;
+mod local;
+mod owner;
+mod passphrase;
+mod plan;
+mod refname;
+mod release;
+mod remote;
 pub mod report;
-pub mod run;
-pub mod shell;
-pub mod ssh;
+mod run;
+mod shell;
+mod ssh;
 pub mod ssh_config;
-pub mod template;
-pub mod transport;
+mod template;
+mod transport;

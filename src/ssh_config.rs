@@ -212,7 +212,7 @@ impl Resolver {
         }
     }
 
-    /// One file only, as `ssh -F FILE` reads it.
+    /// One file only, as `ssh -F FILE` reads it (tests/ssh_config.rs compares it with `ssh -G`).
     pub fn with_file(file: &Path, local: Local) -> Resolver {
         Resolver {
             files: vec![(file.to_path_buf(), true)],

@@ -22,8 +22,6 @@ use crate::ssh_config::Resolver;
 use crate::template::{BASE_VARIABLES, RELEASE_VARIABLES, Template};
 use endpoint::Given;
 
-pub const DEFAULT_PATH: &str = "deployfile.toml";
-
 /// How fast connections are started, and how often one that failed on the way is tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Connecting {
