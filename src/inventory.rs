@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use crate::template::{Template, Values};
 
+/// How this machine appears in output, where a host's name would: a local step's "host", and
+/// the name no deployfile host may take.
+pub const LOCAL: &str = "local";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
     /// This machine, reached without SSH.

@@ -19,6 +19,7 @@ mod inventory;
 mod known_hosts;
 mod lines;
 mod local;
+mod mask;
 mod owner;
 mod passphrase;
 mod plan;

@@ -59,9 +59,6 @@ impl PlannedStep {
     }
 }
 
-/// How a local step appears in output, where a host's name would.
-pub const LOCAL: &str = "local";
-
 #[derive(Debug, Clone)]
 pub struct PlannedRun {
     pub host: usize,

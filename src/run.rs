@@ -12,8 +12,9 @@ use futures::StreamExt;
 use crate::artifact::Artifact;
 use crate::deployfile::Connecting;
 use crate::events::{EventKind, Events, Source};
+use crate::inventory::LOCAL;
 use crate::inventory::{HOUSEKEEPING_TIMEOUT, Host, TRANSFER_TIMEOUT};
-use crate::plan::{LOCAL, Plan, PlannedRun, PlannedStep};
+use crate::plan::{Plan, PlannedRun, PlannedStep};
 use crate::ssh::ConnectError;
 use crate::transport::{Armed, Cancel, Connection, Outcome, Stream};
 

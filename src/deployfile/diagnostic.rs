@@ -5,7 +5,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::inventory::nearest;
-use crate::report::Masker;
+use crate::mask::Masker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployfileError {

@@ -16,8 +16,8 @@ pub use diagnostic::{DeployfileError, Diagnostic};
 use raw::{RawDeployfile, RawEnvValue, RawSsh, RawStep, S};
 
 use crate::inventory::{Address, Host, HostKeyPolicy, Jump, SshSettings, nearest};
+use crate::mask::MIN_SECRET_LEN;
 use crate::refname;
-use crate::report::MIN_SECRET_LEN;
 use crate::ssh_config::Resolver;
 use crate::template::{BASE_VARIABLES, RELEASE_VARIABLES, Template};
 use endpoint::Given;
@@ -718,7 +718,7 @@ impl Validator<'_> {
                         None => host_vars.push((var_name, template)),
                     }
                 }
-                if name.get_ref() == crate::plan::LOCAL {
+                if name.get_ref() == crate::inventory::LOCAL {
                     self.error(
                         name.span(),
                         "a host may not be named `local`: output uses that name for steps that run on this machine",

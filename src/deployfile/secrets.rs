@@ -3,7 +3,7 @@
 
 use toml::de::{DeTable, DeValue};
 
-use crate::report::{MIN_SECRET_LEN, Masker};
+use crate::mask::{MIN_SECRET_LEN, Masker};
 
 /// Masks every value that `[env]` (at the top level or in any stage) marks secret or takes from
 /// the local environment, read from whatever part of `text` parses, however invalid the rest.

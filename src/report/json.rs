@@ -3,8 +3,8 @@
 
 use serde_json::{Value, json};
 
-use super::Masker;
 use crate::events::{Event, EventKind};
+use crate::mask::Masker;
 use crate::transport::Outcome;
 
 pub fn event(event: &Event, masker: &Masker) -> Value {
