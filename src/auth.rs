@@ -13,8 +13,8 @@ use russh::keys::agent::AgentIdentity;
 use russh::keys::agent::client::AgentClient;
 use russh::keys::{Certificate, HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 
+use crate::connect_error::ConnectError;
 use crate::inventory::SshSettings;
-use crate::ssh::ConnectError;
 
 type Agent = AgentClient<tokio::net::UnixStream>;
 

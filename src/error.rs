@@ -25,7 +25,7 @@ pub enum Error {
     #[error("{0}")]
     InvalidRef(#[from] crate::refname::InvalidRef),
     #[error("{0}")]
-    InvalidRelease(#[from] crate::release::InvalidId),
+    InvalidRelease(#[from] crate::release_id::InvalidId),
     /// A precondition does not hold (hosts disagree, nothing to roll back to); nothing changed.
     #[error("{0}")]
     Refused(String),

@@ -11,8 +11,8 @@ use hmac::{KeyInit, Mac};
 use russh::keys::ssh_key::known_hosts::{Entry, HostPatterns, Marker};
 use russh::keys::ssh_key::{Algorithm, Certificate, HashAlg, PublicKey};
 
+use crate::connect_error::ConnectError;
 use crate::inventory::{HostKeyPolicy, SshSettings};
-use crate::ssh::ConnectError;
 use crate::ssh_config::wildcard;
 
 /// One known_hosts line that names the host being checked.

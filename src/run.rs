@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use crate::artifact::Artifact;
+use crate::connect_error::ConnectError;
+use crate::connection::{Armed, Connection};
 use crate::deployfile::Connecting;
 use crate::events::{EventKind, Events, Source};
 use crate::inventory::LOCAL;
 use crate::inventory::{HOUSEKEEPING_TIMEOUT, Host, TRANSFER_TIMEOUT};
 use crate::plan::{Plan, PlannedRun, PlannedStep};
-use crate::ssh::ConnectError;
-use crate::transport::{Armed, Cancel, Connection, Outcome, Stream};
+use crate::transport::{Cancel, Outcome, Stream};
 
 #[derive(Debug)]
 pub struct ConnectFailure {

@@ -1,15 +1,12 @@
-//! What the runner needs from a host: run a script, stream its lines, report how it ended.
-//! SSH and local hosts look the same from here, so both get the same semantics and output.
+//! The words every host connection speaks: which stream a line came on, how a command ended,
+//! how it is stopped (Ctrl-C, a signal), and what holds a login shell's start-up output back.
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::inventory::{Address, Host};
-use crate::local;
 use crate::remote::command::Interpreter;
 use crate::remote::frame::START_UP_FILES;
-use crate::remote::protocol::{ARMED, BEGINS, DONE, GO, STOP, SWITCHED};
-use crate::ssh::{self, ConnectError};
+use crate::remote::protocol::BEGINS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,67 +106,6 @@ pub fn interrupted() -> Outcome {
     Outcome::Lost("interrupted".into())
 }
 
-/// A command that is running and waiting for `go` on its standard input.
-pub enum Armed {
-    /// A local command, and the bound on each wait for it.
-    Local(Box<local::Running>, Duration),
-    Ssh(ssh::Armed),
-}
-
-impl Armed {
-    pub async fn fire(&mut self) -> bool {
-        self.tell(GO).await
-    }
-
-    /// Reads a fired command until it says it has acted (`None`), or to its end if it stops
-    /// first (`Some`: it failed before acting, or acted and ended).
-    pub async fn acted(
-        &mut self,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
-    ) -> Option<Outcome> {
-        match self {
-            Armed::Ssh(armed) => armed.wait_for(SWITCHED, on_line).await,
-            Armed::Local(running, bound) => {
-                running
-                    .pump(Some(SWITCHED), Some(*bound), Cancel::never(), on_line)
-                    .await
-            }
-        }
-    }
-
-    /// Lets a command that has acted finish (its checks and exit).
-    pub async fn done(&mut self) -> bool {
-        self.tell(DONE).await
-    }
-
-    /// Calls an armed command off: it reads something other than `go`, undoes its
-    /// preparation and exits without acting.
-    pub async fn disarm(mut self, on_line: &mut (dyn FnMut(Stream, String) + Send)) -> Outcome {
-        self.tell(STOP).await;
-        self.finish(on_line).await
-    }
-
-    /// Reads a fired command to its end.
-    pub async fn finish(self, on_line: &mut (dyn FnMut(Stream, String) + Send)) -> Outcome {
-        match self {
-            Armed::Ssh(armed) => armed.finish(on_line).await,
-            Armed::Local(mut running, bound) => running
-                .pump(None, Some(bound), Cancel::never(), on_line)
-                .await
-                .unwrap_or_else(|| Outcome::Lost("stopped early".into())),
-        }
-    }
-
-    /// Sends one protocol word as a line.
-    async fn tell(&mut self, word: &str) -> bool {
-        let line = format!("{word}\n");
-        match self {
-            Armed::Ssh(armed) => armed.tell(line.as_bytes()).await,
-            Armed::Local(running, _) => running.send(line.as_bytes()).await,
-        }
-    }
-}
-
 /// A step's output on its way out: a command in the login shell says when it begins, and what
 /// came before on that stream is the shell's start-up output (a banner, a `motd`), not the
 /// step's. deployr's own scripts have nothing to wait for.
@@ -247,103 +183,3 @@ impl Gate {
 
 /// The most start-up output a [`Gate`] holds back.
 const HELD_LINES: usize = 20;
-
-pub enum Connection {
-    Local,
-    Ssh(ssh::Session),
-}
-
-impl Connection {
-    pub async fn open(host: &Host, bastions: &ssh::Bastions) -> Result<Connection, ConnectError> {
-        match &host.address {
-            Address::Local => Ok(Connection::Local),
-            Address::Remote(_) => Ok(Connection::Ssh(ssh::connect(&host.ssh, bastions).await?)),
-        }
-    }
-
-    /// Runs `script` in the host's shell; `interpreter` says whether it hands a command to
-    /// the login shell, whose start-up output is then no step's.
-    pub async fn exec(
-        &self,
-        script: &str,
-        interpreter: Interpreter,
-        timeout: Option<Duration>,
-        cancel: Cancel,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
-    ) -> Outcome {
-        if cancel.is_cancelled() {
-            return interrupted();
-        }
-        match self {
-            Connection::Local => local::exec(script, interpreter, timeout, cancel, on_line).await,
-            Connection::Ssh(session) => {
-                session
-                    .exec(script, interpreter, timeout, cancel, on_line)
-                    .await
-            }
-        }
-    }
-
-    /// Starts `script` and waits until it prints `armed`: it is then ready to act the moment
-    /// [`Armed::fire`] sends it `go`, with no connection, channel or process to set up. Each
-    /// wait on it (getting ready, acting, ending) is bounded by `bound`.
-    pub async fn arm(
-        &self,
-        script: &str,
-        bound: Duration,
-        cancel: Cancel,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
-    ) -> Result<Armed, Outcome> {
-        match self {
-            Connection::Local => {
-                let mut running = local::start(script, true)?;
-                match running
-                    .pump(Some(ARMED), Some(bound), cancel, on_line)
-                    .await
-                {
-                    None => Ok(Armed::Local(Box::new(running), bound)),
-                    Some(outcome) => Err(outcome),
-                }
-            }
-            Connection::Ssh(session) => Ok(Armed::Ssh(
-                session.arm(script, ARMED, bound, cancel, on_line).await?,
-            )),
-        }
-    }
-
-    /// Puts a local file at `to` on the host, as a whole or not at all.
-    pub async fn upload(
-        &self,
-        from: &std::path::Path,
-        to: &str,
-        bound: Duration,
-        progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<(), String> {
-        match self {
-            Connection::Local => local::copy(from, to, progress).await,
-            Connection::Ssh(session) => session.upload(from, to, bound, progress).await,
-        }
-    }
-
-    /// What the login shell's start-up files printed before deployr's shell was ready.
-    pub fn start_up(&self) -> &[String] {
-        match self {
-            Connection::Local => &[],
-            Connection::Ssh(session) => &session.start_up,
-        }
-    }
-
-    /// Why this host was cut off (it missed a deadline it could not recover from), if it was.
-    pub fn cut_off(&self) -> Option<Outcome> {
-        match self {
-            Connection::Local => None,
-            Connection::Ssh(session) => session.cut_off(),
-        }
-    }
-
-    pub async fn close(&self) {
-        if let Connection::Ssh(session) = self {
-            session.close().await;
-        }
-    }
-}

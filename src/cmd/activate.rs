@@ -10,7 +10,8 @@ use crate::cli::Portion;
 use crate::error::Error;
 use crate::events::{EventKind, Wave};
 use crate::plan::{self, Plan, ReleaseInfo};
-use crate::release::{self, HostState};
+use crate::release::HostState;
+use crate::release_id;
 use crate::run::{self, StepFailure};
 use crate::transport::Outcome;
 
@@ -20,7 +21,7 @@ pub async fn command(
     canary: Option<Portion>,
 ) -> Result<(), Error> {
     if let Some(id) = release {
-        release::validate_id(id)?;
+        release_id::validate_id(id)?;
     }
     canaries(context, canary)?;
     if context.dry_run {
@@ -42,7 +43,7 @@ pub async fn command(
 
 pub async fn rollback_command(context: &Context, to: Option<&str>) -> Result<(), Error> {
     if let Some(id) = to {
-        release::validate_id(id)?;
+        release_id::validate_id(id)?;
     }
     if context.dry_run {
         let info = ReleaseInfo {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::Context;
+use crate::connection::Connection;
 use crate::deployfile::Strategy;
 use crate::error::Error;
 use crate::events::{EventKind, Events};
@@ -12,7 +13,7 @@ use crate::plan::{self, Plan};
 use crate::remote;
 use crate::remote::command::Interpreter;
 use crate::run;
-use crate::transport::{Cancel, Connection, Stream};
+use crate::transport::{Cancel, Stream};
 
 pub async fn run(context: &Context) -> Result<(), Error> {
     let probes = probe_plan(context)?;
@@ -106,8 +107,8 @@ fn endpoint(host: &Host) -> String {
     }
 }
 
-fn connection_problem(error: &crate::ssh::ConnectError) -> String {
-    use crate::ssh::ConnectError::*;
+fn connection_problem(error: &crate::connect_error::ConnectError) -> String {
+    use crate::connect_error::ConnectError::*;
     match error {
         Unreachable { .. } => "FAILED: unreachable",
         Timeout { .. } => "FAILED: timed out",

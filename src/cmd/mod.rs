@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::cli::{Cli, ColorChoice, Command, GlobalArgs, Portion};
+use crate::connection::Connection;
 use crate::deployfile::Deployfile;
 use crate::error::Error;
 use crate::events::{EventKind, Events};
@@ -23,12 +24,13 @@ use crate::inventory::{Host, Selection};
 use crate::mask::Masker;
 use crate::owner;
 use crate::plan::{self, Plan, PlannedStep, ReleaseInfo};
-use crate::release::{self, HostState};
+use crate::release::HostState;
+use crate::release_id;
 use crate::remote;
 use crate::report::{self, Reporter, Style, Verbosity};
 use crate::run::{self, HostResult};
 use crate::template::Values;
-use crate::transport::{Cancel, Connection, Signal};
+use crate::transport::{Cancel, Signal};
 
 /// A command's error, with what is needed to show it without leaking secrets.
 pub struct Failed {
@@ -121,7 +123,7 @@ impl Context {
                 Verbosity::Normal
             },
             dry_run: args.dry_run,
-            timestamp: release::new_id(now),
+            timestamp: release_id::new_id(now),
             now,
             cancel: interrupts.cancel,
             busy: interrupts.busy,

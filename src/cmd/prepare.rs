@@ -7,7 +7,8 @@ use crate::error::Error;
 use crate::inventory::LOCAL;
 use crate::plan::{self, Plan, PlannedStep, ReleaseInfo};
 use crate::refname;
-use crate::release::{self, HostState, Prepared};
+use crate::release::{HostState, Prepared};
+use crate::release_id;
 use crate::transport::{Outcome, Signal, Stream};
 
 pub async fn command(context: &Context, reference: Option<&str>, force: bool) -> Result<(), Error> {
@@ -15,7 +16,7 @@ pub async fn command(context: &Context, reference: Option<&str>, force: bool) ->
         let source = source(context)?;
         let workspace = Workspace::new(&context.deployfile.app.name, &source.repo);
         let info = ReleaseInfo {
-            release: release::new_id(context.now),
+            release: release_id::new_id(context.now),
             commit: "<commit of the ref>".into(),
             reference: reference_to_deploy(source, reference)?,
         };
@@ -109,7 +110,10 @@ pub async fn prepare(
         .iter()
         .flat_map(|s| s.releases.iter().map(|(id, _)| id.as_str()));
     let mut info = ReleaseInfo {
-        release: release.map_or_else(|| release::next_id(context.now, existing), str::to_string),
+        release: release.map_or_else(
+            || release_id::next_id(context.now, existing),
+            str::to_string,
+        ),
         commit: String::new(),
         reference,
     };

@@ -2,7 +2,8 @@
 
 use crate::history::Record;
 use crate::inventory::Host;
-use crate::release::{HostState, Journal, Prepared, validate_id};
+use crate::release::{HostState, Journal, Prepared};
+use crate::release_id::validate_id;
 use crate::remote::protocol::{journal, prepared, state as key};
 use crate::shell::{QuoteError, Script, Sh, quote};
 
