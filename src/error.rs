@@ -137,7 +137,9 @@ fn step_failures(failures: &[StepFailure]) -> String {
         .map(|f| format!("{}: {}", f.host, f.outcome))
         .collect();
     let on = match failures {
-        [only] if only.host == crate::inventory::LOCAL => "this machine (a local step)".to_string(),
+        [only] if only.host == crate::run::Target::ThisMachine => {
+            "this machine (a local step)".to_string()
+        }
         _ => format!(
             "{} host{}",
             failures.len(),

@@ -27,9 +27,28 @@ pub struct ConnectFailure {
 
 #[derive(Debug, Clone)]
 pub struct StepFailure {
-    pub host: String,
+    pub host: Target,
     pub step: String,
     pub outcome: Outcome,
+}
+
+/// Where a step failed: on a host, on this machine (a local step), or on every host at once
+/// (a plan that could not be made, a signal between steps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Host(String),
+    ThisMachine,
+    EveryHost,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Target::Host(name) => write!(f, "{name}"),
+            Target::ThisMachine => write!(f, "{LOCAL}"),
+            Target::EveryHost => write!(f, "every host"),
+        }
+    }
 }
 
 /// Opens one connection per host, all at once within `concurrency`, starting them no faster
@@ -229,7 +248,10 @@ pub fn failures(
         .iter()
         .filter(|result| !result.outcome.success())
         .map(|result| StepFailure {
-            host: label(hosts, step, result.host).to_string(),
+            host: match step.local {
+                Some(_) => Target::ThisMachine,
+                None => Target::Host(hosts[result.host].name.clone()),
+            },
             step: step.name.clone(),
             outcome: result.outcome.clone(),
         })
@@ -238,14 +260,6 @@ pub fn failures(
         Ok(())
     } else {
         Err(failed)
-    }
-}
-
-/// The name a run shows as: its host's, or `local` for a local step.
-fn label<'a>(hosts: &'a [Host], step: &PlannedStep, host: usize) -> &'a str {
-    match step.local {
-        Some(_) => LOCAL,
-        None => &hosts[host].name,
     }
 }
 

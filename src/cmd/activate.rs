@@ -12,7 +12,7 @@ use crate::events::{EventKind, Wave};
 use crate::plan::{self, Plan, ReleaseInfo};
 use crate::release::HostState;
 use crate::release_id;
-use crate::run::{self, StepFailure};
+use crate::run::{self, StepFailure, Target};
 use crate::transport::Outcome;
 
 pub async fn command(
@@ -607,7 +607,7 @@ async fn switch_wave(
     let deployfile = &context.deployfile;
     let planning = |error: crate::plan::QuoteError| {
         vec![StepFailure {
-            host: "every host".into(),
+            host: Target::EveryHost,
             step: "planning".into(),
             outcome: Outcome::Lost(error.to_string()),
         }]
@@ -615,7 +615,7 @@ async fn switch_wave(
     if context.cancel.is_cancelled() {
         // A signal between the waves: the second wave is not switched, the first goes back.
         return Err(vec![StepFailure {
-            host: "every host".into(),
+            host: Target::EveryHost,
             step: "switch".into(),
             outcome: crate::transport::interrupted(),
         }]);
@@ -655,7 +655,7 @@ async fn switch_wave(
         run::failures(hosts, &step, &results)?;
         if context.cancel.is_cancelled() {
             return Err(vec![StepFailure {
-                host: "every host".into(),
+                host: Target::EveryHost,
                 step: step.name.clone(),
                 outcome: crate::transport::interrupted(),
             }]);

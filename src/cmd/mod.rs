@@ -284,7 +284,7 @@ impl Ending {
         let first = |failures: &[run::StepFailure]| {
             failures
                 .first()
-                .map(|f| (f.step.clone(), f.host.clone(), f.outcome.to_string()))
+                .map(|f| (f.step.clone(), f.host.to_string(), f.outcome.to_string()))
         };
         match result {
             Ok(_) => Ending::ok(),
@@ -565,7 +565,7 @@ impl<'a> Session<'a> {
         if let Ok(step) = plan::unlock(self.hosts(), &hosts, &self.context.token, &record) {
             let results = self.step_to_the_end(&step).await;
             if let Err(failures) = run::failures(self.hosts(), &step, &results) {
-                let names: Vec<String> = failures.into_iter().map(|f| f.host).collect();
+                let names: Vec<String> = failures.iter().map(|f| f.host.to_string()).collect();
                 self.notice(format!(
                     "warning: could not release the deploy lock on {}; `deployr unlock` clears it",
                     names.join(", ")

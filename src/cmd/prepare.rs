@@ -381,7 +381,7 @@ async fn build_and_pack(
     workspace.prune(deployfile.app.keep_releases);
     packed.map_err(|_| {
         Error::StepFailed(vec![crate::run::StepFailure {
-            host: LOCAL.into(),
+            host: crate::run::Target::ThisMachine,
             step: pack_step.name,
             outcome,
         }])
