@@ -9,7 +9,7 @@ use crate::local;
 use crate::remote::command::Interpreter;
 use crate::remote::protocol::{ARMED, DONE, GO, STOP, SWITCHED};
 use crate::ssh;
-use crate::transport::{Cancel, Outcome, Stream, interrupted};
+use crate::transport::{Cancel, Outcome, Sink, interrupted};
 
 /// A command that is running and waiting for `go` on its standard input.
 pub enum Armed {
@@ -25,10 +25,7 @@ impl Armed {
 
     /// Reads a fired command until it says it has acted (`None`), or to its end if it stops
     /// first (`Some`: it failed before acting, or acted and ended).
-    pub async fn acted(
-        &mut self,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
-    ) -> Option<Outcome> {
+    pub async fn acted(&mut self, on_line: &mut dyn Sink) -> Option<Outcome> {
         match self {
             Armed::Ssh(armed) => armed.wait_for(SWITCHED, on_line).await,
             Armed::Local(running, bound) => {
@@ -46,13 +43,13 @@ impl Armed {
 
     /// Calls an armed command off: it reads something other than `go`, undoes its
     /// preparation and exits without acting.
-    pub async fn disarm(mut self, on_line: &mut (dyn FnMut(Stream, String) + Send)) -> Outcome {
+    pub async fn disarm(mut self, on_line: &mut dyn Sink) -> Outcome {
         self.tell(STOP).await;
         self.finish(on_line).await
     }
 
     /// Reads a fired command to its end.
-    pub async fn finish(self, on_line: &mut (dyn FnMut(Stream, String) + Send)) -> Outcome {
+    pub async fn finish(self, on_line: &mut dyn Sink) -> Outcome {
         match self {
             Armed::Ssh(armed) => armed.finish(on_line).await,
             Armed::Local(mut running, bound) => running
@@ -93,7 +90,7 @@ impl Connection {
         interpreter: Interpreter,
         timeout: Option<Duration>,
         cancel: Cancel,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
+        on_line: &mut dyn Sink,
     ) -> Outcome {
         if cancel.is_cancelled() {
             return interrupted();
@@ -116,7 +113,7 @@ impl Connection {
         script: &str,
         bound: Duration,
         cancel: Cancel,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
+        on_line: &mut dyn Sink,
     ) -> Result<Armed, Outcome> {
         match self {
             Connection::Local => {

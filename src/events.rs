@@ -58,13 +58,12 @@ pub enum EventKind {
         host: String,
         step: String,
     },
-    /// A line a step printed. Host and step are shared, not copied: a step may print millions
-    /// of lines.
+    /// Lines a step printed on one host, in order: what one read from the host brought. Host
+    /// and step are shared, not copied, and lines travel together: a step may print millions.
     Output {
         host: Arc<str>,
         step: Arc<str>,
-        stream: Stream,
-        line: String,
+        lines: Vec<(Stream, String)>,
     },
     /// Bytes of an upload sent so far: at most one event per MiB, and one at the end.
     Transferred {
@@ -190,7 +189,15 @@ impl Events {
 
     /// A line printed by `source`, which a host task makes once per step.
     pub fn output_of(&self, source: &Source, stream: Stream, line: String) {
-        crate::lines::BACKLOG.queued(&line);
+        self.output_lines(source, vec![(stream, line)]);
+    }
+
+    /// Lines printed by `source`, together.
+    pub fn output_lines(&self, source: &Source, lines: Vec<(Stream, String)>) {
+        if lines.is_empty() {
+            return;
+        }
+        crate::lines::BACKLOG.queued(&lines);
         let wave = *self.wave.lock().expect("wave");
         let event = Event {
             time: Utc::now(),
@@ -198,14 +205,13 @@ impl Events {
             kind: EventKind::Output {
                 host: source.host.clone(),
                 step: source.step.clone(),
-                stream,
-                line,
+                lines,
             },
         };
         if let Err(unsent) = self.sender.send(event)
-            && let EventKind::Output { line, .. } = &unsent.0.kind
+            && let EventKind::Output { lines, .. } = &unsent.0.kind
         {
-            crate::lines::BACKLOG.shown(line);
+            crate::lines::BACKLOG.shown(lines);
         }
     }
 

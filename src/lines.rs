@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
+use crate::transport::Stream;
+
 /// The most of one line kept from its start. A longer line keeps this much, a note of how much
 /// was cut, and its last [`LINE_END`] bytes (where a step's end marker is).
 pub const LINE_START: usize = 64 * 1024;
@@ -109,18 +111,25 @@ impl Backlog {
     /// Readers wait while more than this is queued for the screen.
     pub const LIMIT: usize = 2 << 20;
 
-    /// What an event of one line costs besides the line: its host, step, time and queue slot.
-    const PER_LINE: usize = 160;
+    /// What a line costs besides its text: its place in the event, and the event's host, step,
+    /// time and queue slot shared among the lines of one read.
+    const PER_LINE: usize = 64;
 
-    /// `line` is on its way to the screen.
-    pub fn queued(&self, line: &str) {
-        self.bytes
-            .fetch_add(line.len() + Self::PER_LINE, Ordering::Relaxed);
+    fn cost(lines: &[(Stream, String)]) -> usize {
+        lines
+            .iter()
+            .map(|(_, line)| line.len() + Self::PER_LINE)
+            .sum()
     }
 
-    /// `line` has been shown (or dropped).
-    pub fn shown(&self, line: &str) {
-        let cost = line.len() + Self::PER_LINE;
+    /// `lines` are on their way to the screen.
+    pub fn queued(&self, lines: &[(Stream, String)]) {
+        self.bytes.fetch_add(Self::cost(lines), Ordering::Relaxed);
+    }
+
+    /// `lines` have been shown (or dropped).
+    pub fn shown(&self, lines: &[(Stream, String)]) {
+        let cost = Self::cost(lines);
         let before = self.bytes.fetch_sub(cost, Ordering::Relaxed);
         if before >= Self::LIMIT && before - cost < Self::LIMIT {
             self.drained.notify_waiters();

@@ -11,7 +11,7 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
 use crate::lines::LineSplitter;
 use crate::remote::command::Interpreter;
-use crate::transport::{Cancel, Gate, Outcome, Stream, interrupted};
+use crate::transport::{Cancel, Gate, Outcome, Sink, Stream, interrupted};
 
 /// A started `sh -c`, read as it runs.
 pub struct Running {
@@ -64,20 +64,37 @@ pub async fn exec(
     interpreter: Interpreter,
     timeout: Option<Duration>,
     cancel: Cancel,
-    on_line: &mut (dyn FnMut(Stream, String) + Send),
+    on_line: &mut dyn Sink,
 ) -> Outcome {
     let mut running = match start(script, false) {
         Ok(running) => running,
         Err(outcome) => return outcome,
     };
-    let mut gate = Gate::new(interpreter);
+    let mut gated = Gated {
+        gate: Gate::new(interpreter),
+        sink: on_line,
+    };
     let outcome = running
-        .pump(None, timeout, cancel, &mut |stream, line| {
-            gate.pass(stream, line, on_line)
-        })
+        .pump(None, timeout, cancel, &mut gated)
         .await
         .unwrap_or_else(|| Outcome::Lost("stopped early".into()));
-    gate.finish(outcome, on_line)
+    gated.gate.finish(outcome, gated.sink)
+}
+
+/// A sink behind a [`Gate`]: lines pass through the gate, chunk ends go straight on.
+struct Gated<'a> {
+    gate: Gate,
+    sink: &'a mut dyn Sink,
+}
+
+impl Sink for Gated<'_> {
+    fn line(&mut self, stream: Stream, line: String) {
+        self.gate.pass(stream, line, self.sink)
+    }
+
+    fn flush(&mut self) {
+        self.sink.flush()
+    }
 }
 
 impl Running {
@@ -95,7 +112,7 @@ impl Running {
         until: Option<&str>,
         timeout: Option<Duration>,
         mut cancel: Cancel,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
+        on_line: &mut dyn Sink,
     ) -> Option<Outcome> {
         let pid = self.child.id();
         let deadline =
@@ -119,27 +136,29 @@ impl Running {
                         if until == Some(line.as_str()) {
                             reached = true;
                         } else {
-                            on_line(Stream::Stdout, line)
+                            on_line.line(Stream::Stdout, line)
                         }
                     }),
                 },
                 read = self.stderr_pipe.read(&mut err_buf), if self.err_open => match read {
                     Ok(0) | Err(_) => self.err_open = false,
-                    Ok(n) => self.stderr.push(&err_buf[..n], &mut |line| on_line(Stream::Stderr, line)),
+                    Ok(n) => self.stderr.push(&err_buf[..n], &mut |line| on_line.line(Stream::Stderr, line)),
                 },
                 _ = tokio::time::sleep_until(deadline) => {
                     return Some(self.stop(pid, Outcome::TimedOut(timeout.unwrap_or_default())).await);
                 }
                 _ = cancel.cancelled() => return Some(self.stop(pid, interrupted()).await),
             }
+            // The lines of this read go on together.
+            on_line.flush();
             if reached {
                 return None;
             }
         }
         self.stdout
-            .finish(&mut |line| on_line(Stream::Stdout, line));
+            .finish(&mut |line| on_line.line(Stream::Stdout, line));
         self.stderr
-            .finish(&mut |line| on_line(Stream::Stderr, line));
+            .finish(&mut |line| on_line.line(Stream::Stderr, line));
         self.stdin = None;
         let status = tokio::select! {
             status = self.child.wait() => status,

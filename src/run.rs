@@ -17,7 +17,7 @@ use crate::events::{EventKind, Events, Source};
 use crate::inventory::LOCAL;
 use crate::inventory::{HOUSEKEEPING_TIMEOUT, Host, TRANSFER_TIMEOUT};
 use crate::plan::{Plan, PlannedRun, PlannedStep};
-use crate::transport::{Cancel, Outcome, Stream};
+use crate::transport::{Cancel, Outcome, Sink, Stream};
 
 #[derive(Debug)]
 pub struct ConnectFailure {
@@ -319,6 +319,32 @@ pub async fn execute_step(
     results
 }
 
+/// Where a step's lines go on one host: its standard output back to deployr for its own reads
+/// (`capture`), everything else to the reporter, the lines of one read from the host in one
+/// event.
+struct StepLines<'a> {
+    source: Source,
+    events: &'a Events,
+    capture: bool,
+    stdout: Vec<String>,
+    chunk: Vec<(Stream, String)>,
+}
+
+impl Sink for StepLines<'_> {
+    fn line(&mut self, stream: Stream, line: String) {
+        if self.capture && stream == Stream::Stdout {
+            self.stdout.push(line);
+        } else {
+            self.chunk.push((stream, line));
+        }
+    }
+
+    fn flush(&mut self) {
+        let chunk = std::mem::take(&mut self.chunk);
+        self.events.output_lines(&self.source, chunk);
+    }
+}
+
 async fn run_one(
     host: &str,
     step: &PlannedStep,
@@ -329,14 +355,12 @@ async fn run_one(
 ) -> HostResult {
     events.step_started(host, &step.name);
     let started = Instant::now();
-    let mut stdout = Vec::new();
-    let source = Source::new(host, &step.name);
-    let mut on_line = |stream, line| {
-        if step.capture && stream == Stream::Stdout {
-            stdout.push(line);
-            return;
-        }
-        events.output_of(&source, stream, line)
+    let mut lines = StepLines {
+        source: Source::new(host, &step.name),
+        events,
+        capture: step.capture,
+        stdout: Vec::new(),
+        chunk: Vec::new(),
     };
     let outcome = connection
         .exec(
@@ -344,9 +368,11 @@ async fn run_one(
             step.interpreter,
             step.timeout,
             cancel,
-            &mut on_line,
+            &mut lines,
         )
         .await;
+    lines.flush();
+    let stdout = lines.stdout;
     let finished = Instant::now();
     events.step_finished(host, &step.name, &outcome, finished - started);
     HostResult {

@@ -21,7 +21,7 @@ use crate::inventory::{AddressFamily, Route, SshSettings};
 use crate::lines::LineSplitter;
 use crate::remote::command::Interpreter;
 use crate::remote::frame::{self, Marker};
-use crate::transport::{Cancel, Gate, Outcome, Stream, interrupted};
+use crate::transport::{Cancel, Gate, Outcome, Sink, Stream, interrupted};
 
 /// Uploads at once on one connection: with the host's shell and the channel opened ahead,
 /// below OpenSSH's `MaxSessions` default of 10 channels per connection.
@@ -491,7 +491,7 @@ impl Runner {
         interpreter: Interpreter,
         timeout: Option<Duration>,
         cancel: Cancel,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
+        on_line: &mut dyn Sink,
     ) -> Outcome {
         let deadline = Deadline::after(timeout);
         if let Err(outcome) = self.send(script, false, interpreter, deadline).await {
@@ -540,7 +540,7 @@ impl Runner {
         read: Read<'_>,
         deadline: Deadline,
         mut cancel: Cancel,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
+        on_line: &mut dyn Sink,
     ) -> Option<Outcome> {
         let mut exit = None;
         let mut reached = false;
@@ -614,6 +614,8 @@ impl Runner {
                 }
                 Some(_) => {}
             }
+            // The lines of this chunk go on together.
+            on_line.flush();
             if let (Some(code), true) = (self.status, self.stderr_done) {
                 return match read {
                     Read::Ready => None,
@@ -699,11 +701,7 @@ impl Armed {
     }
 
     /// Reads it until it prints `until` (`None`), or to its end (`Some`), within its bound.
-    pub async fn wait_for(
-        &mut self,
-        until: &str,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
-    ) -> Option<Outcome> {
+    pub async fn wait_for(&mut self, until: &str, on_line: &mut dyn Sink) -> Option<Outcome> {
         let deadline = Deadline::after(Some(self.bound));
         self.runner
             .read(Read::Until(until), deadline, Cancel::never(), on_line)
@@ -711,7 +709,7 @@ impl Armed {
     }
 
     /// Reads it to its end (after `go`, or after being called off), within its bound.
-    pub async fn finish(mut self, on_line: &mut (dyn FnMut(Stream, String) + Send)) -> Outcome {
+    pub async fn finish(mut self, on_line: &mut dyn Sink) -> Outcome {
         let deadline = Deadline::after(Some(self.bound));
         self.runner
             .read(Read::ToTheEnd, deadline, Cancel::never(), on_line)
@@ -812,7 +810,7 @@ impl Session {
         interpreter: Interpreter,
         timeout: Option<Duration>,
         cancel: Cancel,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
+        on_line: &mut dyn Sink,
     ) -> Outcome {
         match self.runner().await {
             Ok(mut runner) => {
@@ -832,7 +830,7 @@ impl Session {
         until: &str,
         bound: Duration,
         cancel: Cancel,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
+        on_line: &mut dyn Sink,
     ) -> Result<Armed, Outcome> {
         let mut runner = self.runner().await?;
         let deadline = Deadline::after(Some(bound));

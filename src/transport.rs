@@ -102,6 +102,20 @@ impl Signal {
     }
 }
 
+/// Where a running command's lines go. They arrive a chunk at a time (what one read from the
+/// host brought); `flush` ends a chunk, so a sink may pass the chunk's lines on together
+/// instead of one by one. Any `FnMut(Stream, String)` is a sink that needs no flush.
+pub trait Sink: Send {
+    fn line(&mut self, stream: Stream, line: String);
+    fn flush(&mut self) {}
+}
+
+impl<F: FnMut(Stream, String) + Send> Sink for F {
+    fn line(&mut self, stream: Stream, line: String) {
+        self(stream, line)
+    }
+}
+
 pub fn interrupted() -> Outcome {
     Outcome::Lost("interrupted".into())
 }
@@ -128,15 +142,10 @@ impl Gate {
 
     /// Passes `line` on, holds it back (start-up output), or takes it as the begin line, whose
     /// text before the marker (a banner with no newline) is start-up output too.
-    pub fn pass(
-        &mut self,
-        stream: Stream,
-        line: String,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
-    ) {
+    pub fn pass(&mut self, stream: Stream, line: String, on_line: &mut dyn Sink) {
         let index = stream as usize;
         if self.begun[index] {
-            return on_line(stream, line);
+            return on_line.line(stream, line);
         }
         if line.ends_with(BEGINS) {
             self.begun[index] = true;
@@ -155,11 +164,7 @@ impl Gate {
 
     /// How the step ended, given how its shell did: a command that never began failed, even
     /// with exit status 0 (a start-up file that exits), and what was held back is shown.
-    pub fn finish(
-        &mut self,
-        outcome: Outcome,
-        on_line: &mut (dyn FnMut(Stream, String) + Send),
-    ) -> Outcome {
+    pub fn finish(&mut self, outcome: Outcome, on_line: &mut dyn Sink) -> Outcome {
         if self.begun() {
             return outcome;
         }
@@ -174,9 +179,9 @@ impl Gate {
     }
 
     /// What was held back, passed on after all: the command never began.
-    pub fn release(&mut self, on_line: &mut (dyn FnMut(Stream, String) + Send)) {
+    pub fn release(&mut self, on_line: &mut dyn Sink) {
         for (stream, line) in self.held.drain(..) {
-            on_line(stream, line);
+            on_line.line(stream, line);
         }
     }
 }

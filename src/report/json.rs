@@ -7,12 +7,20 @@ use crate::events::{Event, EventKind};
 use crate::mask::Masker;
 use crate::transport::Outcome;
 
-pub fn event(event: &Event, masker: &Masker) -> Value {
+/// The objects of one event: one, but one per line for output.
+pub fn event(event: &Event, masker: &Masker) -> Vec<Value> {
     let time = event
         .time
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mask = |text: &str| masker.mask(text);
-    let mut value = match &event.kind {
+    let stamp = |mut value: Value| {
+        value["time"] = json!(time);
+        if let Some(wave) = event.wave {
+            value["wave"] = json!(wave.name());
+        }
+        value
+    };
+    let value = match &event.kind {
         EventKind::RunStarted { command, hosts } => json!({
             "event": "run_started", "command": command, "hosts": hosts,
         }),
@@ -28,15 +36,17 @@ pub fn event(event: &Event, masker: &Masker) -> Value {
         EventKind::StepStarted { host, step } => json!({
             "event": "step_started", "host": host, "step": step,
         }),
-        EventKind::Output {
-            host,
-            step,
-            stream,
-            line,
-        } => json!({
-            "event": "output", "host": &**host, "step": &**step, "stream": stream,
-            "line": mask(line),
-        }),
+        EventKind::Output { host, step, lines } => {
+            return lines
+                .iter()
+                .map(|(stream, line)| {
+                    stamp(json!({
+                        "event": "output", "host": &**host, "step": &**step, "stream": stream,
+                        "line": mask(line),
+                    }))
+                })
+                .collect();
+        }
         EventKind::StepFinished {
             host,
             step,
@@ -120,11 +130,7 @@ pub fn event(event: &Event, masker: &Masker) -> Value {
             json!({ "event": "host_checked", "host": host, "facts": facts })
         }
     };
-    value["time"] = json!(time);
-    if let Some(wave) = event.wave {
-        value["wave"] = json!(wave.name());
-    }
-    value
+    vec![stamp(value)]
 }
 
 /// The last event of a `--json` run, written by `main` once the exit code is known.

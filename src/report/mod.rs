@@ -143,8 +143,8 @@ impl Reporter {
 
     fn take(&mut self, event: Event) {
         self.handle(&event);
-        if let EventKind::Output { line, .. } = &event.kind {
-            crate::lines::BACKLOG.shown(line);
+        if let EventKind::Output { lines, .. } = &event.kind {
+            crate::lines::BACKLOG.shown(lines);
         }
     }
 
@@ -216,8 +216,9 @@ impl Reporter {
                 if matches!(event.kind, EventKind::StartUpOutput { .. })
                     && self.verbosity < Verbosity::Verbose => {}
             Live::Json => {
-                let value = json::event(event, &self.masker);
-                let _ = writeln!(self.out, "{value}");
+                for value in json::event(event, &self.masker) {
+                    let _ = writeln!(self.out, "{value}");
+                }
             }
             Live::Progress(bars) => bars.handle(event),
             Live::Plain => {}
@@ -259,14 +260,15 @@ impl Reporter {
                     self.show(Weight::Routine, &format!("{time} {host} {step} - started"));
                 }
             }
-            EventKind::Output {
-                host, step, line, ..
-            } => {
-                // Masked alone first: a short line of a secret is masked only as a whole line.
-                let line = self.masker.mask(line);
-                self.keep(host, step, &line);
-                if self.verbosity >= Verbosity::Normal {
-                    self.show_output(&time, host, step, &line);
+            EventKind::Output { host, step, lines } => {
+                for (_, line) in lines {
+                    // Masked alone first: a short line of a secret is masked only as a whole
+                    // line.
+                    let line = self.masker.mask(line);
+                    self.keep(host, step, &line);
+                    if self.verbosity >= Verbosity::Normal {
+                        self.show_output(&time, host, step, &line);
+                    }
                 }
             }
             EventKind::StepFinished {
