@@ -249,6 +249,25 @@ impl Command {
         }
     }
 
+    /// The release the command line names (`activate --release`, `rollback --to`), if any.
+    pub fn named_release(&self) -> Option<&str> {
+        match self {
+            Command::Activate { release, .. } => release.as_deref(),
+            Command::Rollback { to, .. } => to.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The ref the command line names (`--ref`), if any.
+    pub fn reference(&self) -> Option<&str> {
+        match self {
+            Command::Prepare { reference, .. }
+            | Command::Deploy { reference, .. }
+            | Command::Diff { reference } => reference.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The command as typed, for events and the lock's owner line.
     pub fn name(&self) -> String {
         match self {

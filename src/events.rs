@@ -65,6 +65,13 @@ pub enum EventKind {
         step: Arc<str>,
         lines: Vec<(Stream, String)>,
     },
+    /// `--dry-run`: what a step would send to a host (or run on this machine), instead of
+    /// sending it.
+    WouldRun {
+        host: String,
+        step: String,
+        script: String,
+    },
     /// Bytes of an upload sent so far: at most one event per MiB, and one at the end.
     Transferred {
         host: String,
@@ -213,6 +220,15 @@ impl Events {
         {
             crate::lines::BACKLOG.shown(lines);
         }
+    }
+
+    /// What `source` would run, in a dry run.
+    pub fn would_run(&self, source: &Source, script: &str) {
+        self.send(EventKind::WouldRun {
+            host: source.host.to_string(),
+            step: source.step.to_string(),
+            script: script.to_string(),
+        });
     }
 
     pub fn step_finished(&self, host: &str, step: &str, outcome: &Outcome, duration: Duration) {

@@ -1,5 +1,5 @@
-//! Which step runs where, with which exact script: built completely before anything runs, so
-//! `--dry-run` prints the very plan that a real run executes.
+//! Which step runs where, with which exact script: each step is built completely before it
+//! runs, and `--dry-run` runs the very same steps over a transport that prints them.
 
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use crate::deployfile::{ActivateStep, Deployfile, Source, Step, Strategy};
 use crate::inventory::{Host, TRANSFER_TIMEOUT};
 use crate::release;
 use crate::remote::command::{self, Interpreter, WorkDir};
+use crate::remote::stand_in::Read;
 use crate::remote::{self, code, fetch};
 use crate::template::Values;
 
@@ -28,9 +29,9 @@ pub struct PlannedStep {
     pub concurrency: Option<usize>,
     /// Empty when the step's roles match no selected host (a `once` step outside a canary).
     pub runs: Vec<PlannedRun>,
-    /// deployr's own reads (state, the resolved commit): stdout is returned to the caller
-    /// instead of being shown.
-    pub capture: bool,
+    /// Which of deployr's own reads (state, the resolved commit) the step is: its stdout is
+    /// returned to the caller instead of being shown, and a dry run answers it.
+    pub reads: Option<Read>,
     /// Every host's command is started and made ready first, then all are told to go at once
     /// (the switch).
     pub armed: bool,
@@ -50,7 +51,7 @@ impl PlannedStep {
             timeout: None,
             concurrency: None,
             runs,
-            capture: false,
+            reads: None,
             armed: false,
             local: None,
             upload: None,
@@ -247,7 +248,7 @@ fn own_step(
     name: &str,
     hosts: &[Host],
     on: impl IntoIterator<Item = usize>,
-    capture: bool,
+    reads: Option<Read>,
     mut script: impl FnMut(usize, &Host) -> Result<String, QuoteError>,
 ) -> Result<PlannedStep, QuoteError> {
     let mut runs = Vec::new();
@@ -262,7 +263,7 @@ fn own_step(
         .map(|run| hosts[run.host].housekeeping_timeout)
         .max();
     Ok(PlannedStep {
-        capture,
+        reads,
         timeout,
         ..PlannedStep::new(name, runs)
     })
@@ -278,24 +279,36 @@ fn transfer(step: PlannedStep) -> PlannedStep {
 
 /// Reads every host's release state (one command per host).
 pub fn state(hosts: &[Host]) -> Result<PlannedStep, QuoteError> {
-    own_step("state", hosts, 0..hosts.len(), true, |_, host| {
-        remote::state::script(host)
-    })
+    own_step(
+        "state",
+        hosts,
+        0..hosts.len(),
+        Some(Read::State),
+        |_, host| remote::state::script(host),
+    )
 }
 
 /// `deployr check`'s probe of `deploy_to` and of the programs that prepare needs (those of
 /// the upload strategy with `uploads`), on every host; read-only.
 pub fn probe(hosts: &[Host], uploads: bool) -> Result<PlannedStep, QuoteError> {
-    own_step("probe", hosts, 0..hosts.len(), true, |_, host| {
-        remote::check::probe(host, uploads)
-    })
+    own_step(
+        "probe",
+        hosts,
+        0..hosts.len(),
+        Some(Read::Probe),
+        |_, host| remote::check::probe(host, uploads),
+    )
 }
 
 /// Takes the deploy lock and reads the state, on every host, in one round trip.
 pub fn lock(hosts: &[Host], owner: &str) -> Result<PlannedStep, QuoteError> {
-    own_step("lock", hosts, 0..hosts.len(), true, |_, host| {
-        remote::lock::take(host, owner)
-    })
+    own_step(
+        "lock",
+        hosts,
+        0..hosts.len(),
+        Some(Read::Lock),
+        |_, host| remote::lock::take(host, owner),
+    )
 }
 
 /// Gives back this invocation's lock on `on`, appending `record(host)` to the history first
@@ -306,7 +319,7 @@ pub fn unlock(
     token: &str,
     record: &dyn Fn(usize) -> Option<String>,
 ) -> Result<PlannedStep, QuoteError> {
-    own_step("unlock", hosts, on.iter().copied(), false, |index, host| {
+    own_step("unlock", hosts, on.iter().copied(), None, |index, host| {
         remote::lock::give_back(host, token, record(index).as_deref())
     })
 }
@@ -317,7 +330,7 @@ pub fn force_unlock(
     on: &[usize],
     record: &dyn Fn(usize) -> String,
 ) -> Result<PlannedStep, QuoteError> {
-    own_step("unlock", hosts, on.iter().copied(), false, |index, host| {
+    own_step("unlock", hosts, on.iter().copied(), None, |index, host| {
         remote::lock::force(host, &record(index))
     })
 }
@@ -334,12 +347,12 @@ pub fn resolve(
     reference: &str,
 ) -> Result<PlannedStep, QuoteError> {
     match source.strategy {
-        Strategy::Git => own_step("resolve", hosts, [0], true, |_, host| {
+        Strategy::Git => own_step("resolve", hosts, [0], Some(Read::Commit), |_, host| {
             fetch::resolve(host, &deployfile.env, &source.repo, reference)
         })
         .map(transfer),
         Strategy::Upload { .. } => Ok(PlannedStep {
-            capture: true,
+            reads: Some(Read::Commit),
             local: Some(fetch::resolve_here(
                 &workspace.root().to_string_lossy(),
                 &workspace.mirror().to_string_lossy(),
@@ -362,11 +375,11 @@ pub fn diff(
     target: &str,
 ) -> Result<PlannedStep, QuoteError> {
     match source.strategy {
-        Strategy::Git => own_step("diff", hosts, [0], true, |_, host| {
+        Strategy::Git => own_step("diff", hosts, [0], Some(Read::Diff), |_, host| {
             remote::diff::on_host(host, live, target)
         }),
         Strategy::Upload { .. } => Ok(PlannedStep {
-            capture: true,
+            reads: Some(Read::Diff),
             local: Some(remote::diff::script(
                 &workspace.mirror().to_string_lossy(),
                 live,
@@ -424,7 +437,7 @@ pub fn code(
     send_to: &[usize],
 ) -> Result<Vec<PlannedStep>, QuoteError> {
     let Some(artifact) = artifact else {
-        let code = own_step("code", hosts, 0..hosts.len(), false, |index, host| {
+        let code = own_step("code", hosts, 0..hosts.len(), None, |index, host| {
             // The first host fetched the commit when it resolved the ref.
             code::from_git(
                 host,
@@ -438,14 +451,10 @@ pub fn code(
         })?;
         return Ok(vec![transfer(code)]);
     };
-    let upload = own_step(
-        "upload",
-        hosts,
-        send_to.iter().copied(),
-        false,
-        |_, host| Ok(code::artifact_path(host, &artifact.sha256)),
-    )?;
-    let unpack = own_step("code", hosts, 0..hosts.len(), false, |_, host| {
+    let upload = own_step("upload", hosts, send_to.iter().copied(), None, |_, host| {
+        Ok(code::artifact_path(host, &artifact.sha256))
+    })?;
+    let unpack = own_step("code", hosts, 0..hosts.len(), None, |_, host| {
         code::from_artifact(
             host,
             &deployfile.app,
@@ -492,7 +501,7 @@ pub fn prepare(
         "prepared",
         hosts,
         0..hosts.len(),
-        false,
+        None,
         |_, host| remote::prepared::mark(host, &marker),
     )?);
     Ok(steps)
@@ -505,7 +514,7 @@ pub fn switch(
     release: &str,
     previous: &[Option<String>],
 ) -> Result<PlannedStep, QuoteError> {
-    let mut step = own_step("switch", hosts, on.iter().copied(), false, |index, host| {
+    let mut step = own_step("switch", hosts, on.iter().copied(), None, |index, host| {
         remote::switch::armed(host, release, previous[index].as_deref())
     })?;
     step.armed = true;
@@ -522,7 +531,7 @@ pub fn switch_back(
         "switch back",
         hosts,
         on.iter().copied(),
-        false,
+        None,
         |index, host| remote::switch::back(host, previous[index].as_deref()),
     )
 }
@@ -608,7 +617,7 @@ pub fn finish(
     prune: &dyn Fn(usize) -> Vec<String>,
     unlock: Option<&str>,
 ) -> Result<PlannedStep, QuoteError> {
-    own_step("finish", hosts, on.iter().copied(), false, |index, host| {
+    own_step("finish", hosts, on.iter().copied(), None, |index, host| {
         remote::finish::script(host, release, &record(index), &prune(index), unlock)
     })
 }

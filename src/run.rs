@@ -226,13 +226,22 @@ pub struct HostResult {
 pub async fn execute(
     plan: &Plan,
     connections: &[Arc<Connection>],
+    here: &Connection,
     concurrency: usize,
     cancel: &Cancel,
     events: &Events,
 ) -> Result<(), Vec<StepFailure>> {
     for step in &plan.steps {
-        let results =
-            execute_step(&plan.hosts, step, connections, concurrency, cancel, events).await;
+        let results = execute_step(
+            &plan.hosts,
+            step,
+            connections,
+            here,
+            concurrency,
+            cancel,
+            events,
+        )
+        .await;
         failures(&plan.hosts, step, &results)?;
     }
     Ok(())
@@ -263,12 +272,13 @@ pub fn failures(
     }
 }
 
-/// Runs one step on all its hosts at once (within the limits), or once here if it is local;
-/// one result per run, in host order.
+/// Runs one step on all its hosts at once (within the limits), or once `here` (this machine,
+/// or a dry run's stand-in for it) if it is local; one result per run, in host order.
 pub async fn execute_step(
     hosts: &[Host],
     step: &PlannedStep,
     connections: &[Arc<Connection>],
+    here: &Connection,
     concurrency: usize,
     cancel: &Cancel,
     events: &Events,
@@ -278,17 +288,7 @@ pub async fn execute_step(
             host: 0,
             script: script.clone(),
         };
-        return vec![
-            run_one(
-                LOCAL,
-                step,
-                &run,
-                &Connection::Local,
-                cancel.clone(),
-                events,
-            )
-            .await,
-        ];
+        return vec![run_one(LOCAL, step, &run, here, cancel.clone(), events).await];
     }
     if step.runs.is_empty() {
         events.send(EventKind::StepSkipped {
@@ -343,6 +343,26 @@ impl Sink for StepLines<'_> {
         let chunk = std::mem::take(&mut self.chunk);
         self.events.output_lines(&self.source, chunk);
     }
+
+    fn would_send(&mut self, script: &str) {
+        self.events.would_run(&self.source, script);
+    }
+}
+
+/// Where an armed step's lines go on one host: to the reporter as they come.
+struct Shown<'a> {
+    source: Source,
+    events: &'a Events,
+}
+
+impl Sink for Shown<'_> {
+    fn line(&mut self, stream: Stream, line: String) {
+        self.events.output_of(&self.source, stream, line);
+    }
+
+    fn would_send(&mut self, script: &str) {
+        self.events.would_run(&self.source, script);
+    }
 }
 
 async fn run_one(
@@ -358,13 +378,14 @@ async fn run_one(
     let mut lines = StepLines {
         source: Source::new(host, &step.name),
         events,
-        capture: step.capture,
+        capture: step.reads.is_some(),
         stdout: Vec::new(),
         chunk: Vec::new(),
     };
     let outcome = connection
         .exec(
             &run.script,
+            step.reads,
             step.interpreter,
             step.timeout,
             cancel,
@@ -411,8 +432,18 @@ async fn upload_one(
         }
     };
     let bound = step.timeout.unwrap_or(TRANSFER_TIMEOUT);
+    let mut shown = Shown {
+        source: Source::new(host, &step.name),
+        events,
+    };
     let result = connection
-        .upload(&artifact.path, &run.script, bound, &mut progress)
+        .upload(
+            &artifact.path,
+            &run.script,
+            bound,
+            &mut progress,
+            &mut shown,
+        )
         .await;
     let finished = Instant::now();
     let duration = finished - started;
@@ -456,9 +487,9 @@ async fn execute_armed(
     cancel: &Cancel,
     events: &Events,
 ) -> Vec<HostResult> {
-    let printer = |host: usize| {
-        let source = Source::new(&hosts[host].name, &step.name);
-        move |stream, line| events.output_of(&source, stream, line)
+    let printer = |host: usize| Shown {
+        source: Source::new(&hosts[host].name, &step.name),
+        events,
     };
     let mut armed: Vec<(usize, Instant, Result<Armed, Outcome>)> =
         futures::stream::iter(&step.runs)

@@ -108,6 +108,8 @@ impl Signal {
 pub trait Sink: Send {
     fn line(&mut self, stream: Stream, line: String);
     fn flush(&mut self) {}
+    /// What a dry run would have sent (a script, a transfer), shown instead of sent.
+    fn would_send(&mut self, _script: &str) {}
 }
 
 impl<F: FnMut(Stream, String) + Send> Sink for F {

@@ -8,6 +8,7 @@ mod containment;
 mod deployfile_errors;
 mod diff;
 mod dist;
+mod dry_run;
 mod example;
 mod faults;
 mod fleets;

@@ -9,7 +9,7 @@ use super::{Context, Ending, Session};
 use crate::cli::Portion;
 use crate::error::Error;
 use crate::events::{EventKind, Wave};
-use crate::plan::{self, Plan, ReleaseInfo};
+use crate::plan::{self, ReleaseInfo};
 use crate::release::HostState;
 use crate::release_id;
 use crate::run::{self, StepFailure, Target};
@@ -24,14 +24,6 @@ pub async fn command(
         release_id::validate_id(id)?;
     }
     canaries(context, canary)?;
-    if context.dry_run {
-        let info = ReleaseInfo {
-            release: release.unwrap_or("<prepared release>").to_string(),
-            commit: "<its commit>".into(),
-            reference: "<its ref>".into(),
-        };
-        return print_switch_plan(context, &info, Action::Activate);
-    }
     context
         .with_session(async |context, session| {
             let states = session.lock("activate").await?;
@@ -44,14 +36,6 @@ pub async fn command(
 pub async fn rollback_command(context: &Context, to: Option<&str>) -> Result<(), Error> {
     if let Some(id) = to {
         release_id::validate_id(id)?;
-    }
-    if context.dry_run {
-        let info = ReleaseInfo {
-            release: to.unwrap_or("<previous release>").to_string(),
-            commit: "<its commit>".into(),
-            reference: String::new(),
-        };
-        return print_switch_plan(context, &info, Action::Rollback);
     }
     context
         .with_session(async |context, session| {
@@ -88,34 +72,6 @@ pub fn canaries(context: &Context, canary: Option<Portion>) -> Result<Vec<usize>
 pub(super) enum Action {
     Activate,
     Rollback,
-}
-
-/// The dry-run view of an activation (or rollback): every step as it would run on every host.
-fn print_switch_plan(context: &Context, info: &ReleaseInfo, action: Action) -> Result<(), Error> {
-    let hosts = &context.hosts;
-    let previous = vec![Some("<current release>".to_string()); hosts.len()];
-    let deployfile = &context.deployfile;
-    let timestamp = &context.timestamp;
-    let mut steps = Vec::new();
-    if action == Action::Activate {
-        steps.extend(plan::activate_steps(
-            deployfile, hosts, false, timestamp, info, &previous,
-        )?);
-    }
-    let everywhere: Vec<usize> = (0..hosts.len()).collect();
-    steps.push(plan::switch(hosts, &everywhere, &info.release, &previous)?);
-    steps.extend(plan::activate_steps(
-        deployfile, hosts, true, timestamp, info, &previous,
-    )?);
-    if action == Action::Activate {
-        steps.extend(plan::healthcheck(
-            deployfile, hosts, timestamp, info, &previous,
-        )?);
-    }
-    context.print_plan(&Plan {
-        hosts: hosts.clone(),
-        steps,
-    })
 }
 
 /// The release every selected host should end on, or why activation must not start.

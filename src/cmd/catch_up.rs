@@ -39,8 +39,7 @@ pub async fn command(context: &Context) -> Result<(), Error> {
         .await
 }
 
-/// Reads every selected host's state and says which hosts catch-up would touch; in a dry run,
-/// that is all it does.
+/// Reads every selected host's state and says which hosts catch-up will touch.
 async fn survey(context: &Context, session: &Session<'_>) -> Result<Option<Drift>, Error> {
     let states = session.states().await?;
     let journaled: Vec<&str> = context
@@ -91,11 +90,7 @@ async fn survey(context: &Context, session: &Session<'_>) -> Result<Option<Drift
     let others = context.hosts.len() - behind.len();
     session.notice(format!(
         "{} {} to {release} ({} of commit {}), the release {others} other host{} serve{}: {}",
-        if context.dry_run {
-            "would bring"
-        } else {
-            "bringing"
-        },
+        "bringing",
         if behind.len() == 1 {
             "1 host".to_string()
         } else {
@@ -107,9 +102,6 @@ async fn survey(context: &Context, session: &Session<'_>) -> Result<Option<Drift
         if others == 1 { "s" } else { "" },
         listed.join(", ")
     ));
-    if context.dry_run {
-        return Ok(None);
-    }
     Ok(Some(Drift {
         release: release.to_string(),
         commit,

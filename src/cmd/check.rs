@@ -7,21 +7,18 @@ use super::Context;
 use crate::connection::Connection;
 use crate::deployfile::Strategy;
 use crate::error::Error;
-use crate::events::{EventKind, Events};
+use crate::events::{EventKind, Events, Source};
 use crate::inventory::Host;
 use crate::plan::{self, Plan};
 use crate::remote;
 use crate::remote::command::Interpreter;
+use crate::remote::stand_in::Read;
 use crate::run;
-use crate::transport::{Cancel, Stream};
+use crate::transport::{Cancel, Sink, Stream};
 
 pub async fn run(context: &Context) -> Result<(), Error> {
     let probes = probe_plan(context)?;
     let checks = context.checks_plan()?;
-    if context.dry_run {
-        context.print_plan(&probes)?;
-        return context.print_plan(&checks);
-    }
     let (events, reporter) = context.reporter().spawn();
     let result = probe_and_check(context, &probes, &checks, &events).await;
     drop(events);
@@ -35,20 +32,22 @@ async fn probe_and_check(
     checks: &Plan,
     events: &Events,
 ) -> Result<(), Error> {
-    let results = run::connect(
-        &context.hosts,
-        context.concurrency,
-        context.deployfile.connecting,
-        events,
-    )
-    .await;
+    let results = context.connect(events).await;
     let mut connections = Vec::new();
     let mut unreachable = Vec::new();
     let mut unusable = Vec::new();
     for ((host, result), run) in context.hosts.iter().zip(results).zip(&probes.steps[0].runs) {
         match result {
             Ok(connection) => {
-                let facts = probe(host, &connection, &run.script, context.cancel.clone()).await;
+                let facts = probe(
+                    host,
+                    &connection,
+                    &probes.steps[0].name,
+                    &run.script,
+                    context.cancel.clone(),
+                    events,
+                )
+                .await;
                 if facts.iter().any(|(_, value)| is_problem(value)) {
                     unusable.push(host.name.clone());
                 }
@@ -79,6 +78,7 @@ async fn probe_and_check(
     let result = run::execute(
         checks,
         &connections,
+        &context.here(),
         context.concurrency,
         &context.cancel,
         events,
@@ -140,27 +140,53 @@ fn probe_plan(context: &Context) -> Result<Plan, Error> {
     })
 }
 
+/// Where the probe's lines go: its standard output back here, to be read; in a dry run, the
+/// probe itself to the reporter.
+struct ProbeLines<'a> {
+    source: Source,
+    events: &'a Events,
+    stdout: Vec<String>,
+}
+
+impl Sink for ProbeLines<'_> {
+    fn line(&mut self, stream: Stream, line: String) {
+        if stream == Stream::Stdout {
+            self.stdout.push(line)
+        }
+    }
+
+    fn would_send(&mut self, script: &str) {
+        self.events.would_run(&self.source, script);
+    }
+}
+
 async fn probe(
     host: &Host,
     connection: &Arc<Connection>,
+    step: &str,
     script: &str,
     cancel: Cancel,
+    events: &Events,
 ) -> Vec<(String, String)> {
-    let mut lines = Vec::new();
+    events.step_started(&host.name, step);
+    let started = std::time::Instant::now();
+    let mut lines = ProbeLines {
+        source: Source::new(&host.name, step),
+        events,
+        stdout: Vec::new(),
+    };
     let outcome = connection
         .exec(
             script,
+            Some(Read::Probe),
             Interpreter::DeployrSh,
             None,
             cancel,
-            &mut |stream, line| {
-                if stream == Stream::Stdout {
-                    lines.push(line)
-                }
-            },
+            &mut lines,
         )
         .await;
-    let [deploy_to, tools] = remote::check::find(&lines)
+    events.step_finished(&host.name, step, &outcome, started.elapsed());
+    let [deploy_to, tools] = remote::check::find(&lines.stdout)
         .map(|found| found.unwrap_or_else(|| format!("NOT checked ({outcome})")));
     vec![
         ("address".into(), endpoint(host)),

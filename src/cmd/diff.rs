@@ -10,30 +10,13 @@ use crate::artifact::Workspace;
 use crate::diff::{self, Diff, Relation};
 use crate::error::Error;
 use crate::events::EventKind;
-use crate::plan::{self, Plan};
+use crate::plan;
 use crate::release::HostState;
 
 pub async fn command(context: &Context, reference: Option<&str>) -> Result<(), Error> {
     let source = source(context)?;
     let reference = reference_to_deploy(source, reference)?;
     let workspace = Workspace::new(&context.deployfile.app.name, &source.repo);
-    let hosts = &context.hosts;
-    if context.dry_run {
-        return context.print_plan(&Plan {
-            hosts: hosts.clone(),
-            steps: vec![
-                plan::state(hosts)?,
-                plan::resolve(&context.deployfile, source, hosts, &workspace, &reference)?,
-                plan::diff(
-                    source,
-                    hosts,
-                    &workspace,
-                    "<live commit>",
-                    "<commit of the ref>",
-                )?,
-            ],
-        });
-    }
     context
         .with_session(async |context, session| {
             let states = session.states().await?;

@@ -27,7 +27,8 @@ use crate::plan::{self, Plan, PlannedStep, ReleaseInfo};
 use crate::release::HostState;
 use crate::release_id;
 use crate::remote;
-use crate::report::{self, Reporter, Style, Verbosity};
+use crate::remote::stand_in::StandIn;
+use crate::report::{Reporter, Style, Verbosity};
 use crate::run::{self, HostResult};
 use crate::template::Values;
 use crate::transport::{Cancel, Signal};
@@ -53,7 +54,9 @@ pub struct Context {
     pub masker: Masker,
     pub concurrency: usize,
     pub verbosity: Verbosity,
-    pub dry_run: bool,
+    /// `--dry-run`: what the dry run's transport answers for the hosts it does not contact.
+    /// Every command runs the same code with or without it.
+    pub stand_in: Option<Arc<StandIn>>,
     /// One UTC time for the whole invocation, as `{{timestamp}}`.
     pub timestamp: String,
     /// When this invocation started; new release ids derive from it.
@@ -122,7 +125,7 @@ impl Context {
             } else {
                 Verbosity::Normal
             },
-            dry_run: args.dry_run,
+            stand_in: None,
             timestamp: release_id::new_id(now),
             now,
             cancel: interrupts.cancel,
@@ -163,42 +166,6 @@ impl Context {
         values
     }
 
-    /// `--dry-run`: the hooks a command would run, with stand-ins for how it ends.
-    fn print_hooks(&self) -> Result<(), Error> {
-        let deployfile = &self.deployfile;
-        let mut steps = Vec::new();
-        for (hooks, result) in [
-            (&deployfile.on_success, history::Outcome::Ok),
-            (&deployfile.on_failure, history::Outcome::Failed),
-        ] {
-            let ending = Ending {
-                result,
-                failure: (result != history::Outcome::Ok)
-                    .then(|| ("<step>".into(), "<host>".into(), "<what failed>".into())),
-            };
-            let subject = Subject {
-                info: ReleaseInfo {
-                    release: "<release>".into(),
-                    commit: "<commit>".into(),
-                    reference: "<ref>".into(),
-                },
-                previous: vec![Some("<previous release>".into())],
-            };
-            let code = if result == history::Outcome::Ok { 0 } else { 1 };
-            let values = self.hook_values(Some(&subject), &ending, code);
-            for step in hooks {
-                steps.push(plan::hook(deployfile, step, &values)?);
-            }
-        }
-        if steps.is_empty() {
-            return Ok(());
-        }
-        self.print_plan(&Plan {
-            hosts: self.hosts.clone(),
-            steps,
-        })
-    }
-
     /// A step stopped by a signal, or a lock wait cut short by it: the signal is the cause.
     fn blame_the_signal<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
         match (self.stopped_by.get(), result) {
@@ -218,7 +185,12 @@ impl Context {
     }
 
     fn reporter(&self) -> Reporter {
-        Reporter::new(self.style, self.masker.clone(), self.verbosity)
+        let reporter = Reporter::new(self.style, self.masker.clone(), self.verbosity);
+        if self.dry_run() {
+            reporter.for_dry_run()
+        } else {
+            reporter
+        }
     }
 
     /// The `[[check]]` entries, run in `current_path` on the hosts their roles select.
@@ -236,10 +208,45 @@ impl Context {
         *self.busy.lock().expect("busy text") = what.to_string();
     }
 
-    /// Prints the plan instead of running it.
-    fn print_plan(&self, plan: &Plan) -> Result<(), Error> {
-        report::dry_run(plan, &self.masker, &mut std::io::stdout().lock())?;
-        Ok(())
+    /// Whether this is a dry run.
+    pub fn dry_run(&self) -> bool {
+        self.stand_in.is_some()
+    }
+
+    /// The connection that local steps run on: this machine, or the dry run's transport.
+    fn here(&self) -> Connection {
+        match &self.stand_in {
+            Some(stand_in) => Connection::DryRun(stand_in.clone()),
+            None => Connection::Local,
+        }
+    }
+
+    /// A connection to every selected host, or why there is none; one result per host, in
+    /// order. A dry run connects to nothing: every host gets the dry run's transport.
+    async fn connect(&self, events: &Events) -> Vec<Result<Arc<Connection>, run::ConnectFailure>> {
+        match self.dry_connections() {
+            Some(connections) => connections.into_iter().map(Ok).collect(),
+            None => {
+                run::connect(
+                    &self.hosts,
+                    self.concurrency,
+                    self.deployfile.connecting,
+                    events,
+                )
+                .await
+            }
+        }
+    }
+
+    /// The dry run's connections, one per selected host; none in a real run.
+    fn dry_connections(&self) -> Option<Vec<Arc<Connection>>> {
+        let stand_in = self.stand_in.as_ref()?;
+        Some(
+            self.hosts
+                .iter()
+                .map(|_| Arc::new(Connection::DryRun(stand_in.clone())))
+                .collect(),
+        )
     }
 }
 
@@ -247,6 +254,8 @@ impl Context {
 pub struct Session<'a> {
     context: &'a Context,
     connections: Vec<Arc<Connection>>,
+    /// Where local steps run.
+    here: Connection,
     events: Events,
     /// Hosts whose deploy lock this invocation holds.
     locked: Mutex<Vec<usize>>,
@@ -358,6 +367,7 @@ impl<'a> Session<'a> {
             self.hosts(),
             step,
             &self.connections,
+            &self.here,
             self.context.concurrency,
             cancel,
             &self.events,
@@ -607,14 +617,22 @@ impl Context {
         let leave_out = self
             .allow_unreachable
             .map_or(0, |portion| portion.of(self.hosts.len()));
-        let connected = run::connect_all(
-            &self.hosts,
-            self.concurrency,
-            self.deployfile.connecting,
-            leave_out,
-            &events,
-        )
-        .await;
+        let connected = match self.dry_connections() {
+            Some(connections) => Ok(run::Connected {
+                connections: connections.into_iter().enumerate().collect(),
+                left_out: Vec::new(),
+            }),
+            None => {
+                run::connect_all(
+                    &self.hosts,
+                    self.concurrency,
+                    self.deployfile.connecting,
+                    leave_out,
+                    &events,
+                )
+                .await
+            }
+        };
         let result = match connected {
             Err(failures) => Err(Error::Connect(failures)),
             Ok(connected) => {
@@ -641,6 +659,7 @@ impl Context {
                 let session = Session {
                     context,
                     connections: connected.connections.into_iter().map(|(_, c)| c).collect(),
+                    here: context.here(),
                     events: events.clone(),
                     locked: Mutex::new(Vec::new()),
                     recorded: Mutex::new(Vec::new()),
@@ -685,7 +704,8 @@ fn style(args: &GlobalArgs) -> Style {
     }
     // The bars draw on stderr: with stderr redirected they would be hidden, and the live
     // lines printed above them lost with them.
-    if args.no_progress || !std::io::stderr().is_terminal() {
+    // A dry run's scripts are lines to read (or pipe), not progress.
+    if args.no_progress || args.dry_run || !std::io::stderr().is_terminal() {
         return Style::Plain;
     }
     let color = match args.color {
@@ -716,8 +736,19 @@ pub async fn main(cli: Cli) -> Result<(), Failed> {
             error,
             masker: Masker::default(),
         })?;
-    let changes_hosts = context.changes_hosts();
     context.allow_unreachable = cli.command.allow_unreachable();
+    if cli.global.dry_run {
+        let reference = cli.command.reference().or(context
+            .deployfile
+            .source
+            .as_ref()
+            .map(|source| source.reference.as_str()));
+        context.stand_in = Some(Arc::new(StandIn::new(
+            context.now,
+            reference.unwrap_or_default(),
+            cli.command.named_release(),
+        )));
+    }
     let result = match &cli.command {
         Command::Run { task } => task::run(&context, task).await,
         Command::Check => check::run(&context).await,
@@ -741,10 +772,6 @@ pub async fn main(cli: Cli) -> Result<(), Failed> {
         Command::History { count } => status::history(&context, *count).await,
         Command::Diff { reference } => diff::command(&context, reference.as_deref()).await,
         Command::Init | Command::Completions { .. } => Ok(()),
-    };
-    let result = match result {
-        Ok(()) if context.dry_run && changes_hosts => context.print_hooks(),
-        other => other,
     };
     result.map_err(|error| Failed {
         error,
@@ -823,10 +850,6 @@ async fn deploy(
     canary: Option<Portion>,
 ) -> Result<(), Error> {
     activate::canaries(context, canary)?;
-    if context.dry_run {
-        prepare::command(context, reference, force).await?;
-        return activate::command(context, None, canary).await;
-    }
     context
         .with_session(async |context, session| {
             let mut states = session.lock("deploy").await?;

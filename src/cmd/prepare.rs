@@ -5,57 +5,13 @@ use crate::artifact::{self, Artifact, Workspace};
 use crate::deployfile::{Source, Strategy};
 use crate::error::Error;
 use crate::inventory::LOCAL;
-use crate::plan::{self, Plan, PlannedStep, ReleaseInfo};
+use crate::plan::{self, PlannedStep, ReleaseInfo};
 use crate::refname;
 use crate::release::{HostState, Prepared};
 use crate::release_id;
 use crate::transport::{Outcome, Signal, Stream};
 
 pub async fn command(context: &Context, reference: Option<&str>, force: bool) -> Result<(), Error> {
-    if context.dry_run {
-        let source = source(context)?;
-        let workspace = Workspace::new(&context.deployfile.app.name, &source.repo);
-        let info = ReleaseInfo {
-            release: release_id::new_id(context.now),
-            commit: "<commit of the ref>".into(),
-            reference: reference_to_deploy(source, reference)?,
-        };
-        let previous = vec![Some("<current release>".to_string()); context.hosts.len()];
-        let deployfile = &context.deployfile;
-        let hosts = &context.hosts;
-        let mut steps = vec![plan::resolve(
-            deployfile,
-            source,
-            hosts,
-            &workspace,
-            &info.reference,
-        )?];
-        steps.extend(plan::build(
-            deployfile,
-            source,
-            &workspace,
-            &context.timestamp,
-            &info,
-        )?);
-        let artifact = matches!(source.strategy, Strategy::Upload { .. }).then(|| Artifact {
-            path: workspace.artifact_path("<commit>", "<build>"),
-            sha256: "<sha256>".into(),
-            size: 0,
-        });
-        let everywhere: Vec<usize> = (0..hosts.len()).collect();
-        steps.extend(release_steps(
-            context,
-            source,
-            &info,
-            artifact.as_ref(),
-            &everywhere,
-            &previous,
-        )?);
-        return context.print_plan(&Plan {
-            hosts: hosts.clone(),
-            steps,
-        });
-    }
     context
         .with_session(async |context, session| {
             let states = session.lock("prepare").await?;
@@ -103,8 +59,11 @@ pub async fn prepare(
     let reference = reference_to_deploy(source, reference)?;
     // Held from resolving the ref in the mirror until the artifact is uploaded.
     let mut workspace_lock = match source.strategy {
-        Strategy::Upload { .. } => Some(lock_workspace(context, session, &workspace).await?),
-        Strategy::Git => None,
+        // A dry run builds nothing here, so it needs no workspace.
+        Strategy::Upload { .. } if !context.dry_run() => {
+            Some(lock_workspace(context, session, &workspace).await?)
+        }
+        Strategy::Upload { .. } | Strategy::Git => None,
     };
     let existing = states
         .iter()
@@ -336,6 +295,14 @@ async fn build_and_pack(
     let source = source(context)?;
     if let Some(step) = plan::build(deployfile, source, workspace, &context.timestamp, info)? {
         session.run(&step).await?;
+    }
+    if context.dry_run() {
+        // Nothing was built: the upload and unpack steps name a stand-in artifact.
+        return Ok(Artifact {
+            path: workspace.artifact_path(&info.commit, key),
+            sha256: "0".repeat(64),
+            size: 0,
+        });
     }
     let pack_step = PlannedStep::new("pack", Vec::new());
     let events = &session.events;

@@ -8,20 +8,14 @@ use crate::error::Error;
 use crate::events::EventKind;
 use crate::history;
 use crate::owner;
-use crate::plan::{self, Plan};
+use crate::plan;
 use crate::release::HostState;
 
-/// Reads every host's state (or prints that read in a dry run) and hands it to `show`.
+/// Reads every host's state and hands it to `show`.
 async fn with_states(
     context: &Context,
     show: impl AsyncFnOnce(&Session<'_>, &[HostState]) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    if context.dry_run {
-        return context.print_plan(&Plan {
-            hosts: context.hosts.clone(),
-            steps: vec![plan::state(&context.hosts)?],
-        });
-    }
     context
         .with_session(async |_, session| {
             let states = session.states().await?;

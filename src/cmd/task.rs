@@ -29,9 +29,6 @@ pub async fn run(context: &Context, name: &str) -> Result<(), Error> {
         std::slice::from_ref(&task.step),
         &context.timestamp,
     )?;
-    if context.dry_run {
-        return context.print_plan(&plan);
-    }
     context
         .with_session(async |_, session| {
             if task.lock {

@@ -41,6 +41,7 @@ pub mod lock;
 pub mod prepared;
 pub mod protocol;
 mod shared;
+pub mod stand_in;
 pub mod state;
 pub mod switch;
 

@@ -74,6 +74,9 @@ pub fn event(event: &Event, masker: &Masker) -> Vec<Value> {
         } => json!({
             "event": "transferred", "host": host, "step": step, "sent": sent, "total": total
         }),
+        EventKind::WouldRun { host, step, script } => json!({
+            "event": "would_run", "host": host, "step": step, "script": mask(script),
+        }),
         EventKind::StepSkipped { step } => json!({ "event": "step_skipped", "step": step }),
         EventKind::Notice { text } => json!({ "event": "notice", "text": mask(text) }),
         EventKind::LockWaiting {

@@ -13,7 +13,6 @@ use chrono::SecondsFormat;
 
 use crate::events::{Event, EventKind, Events, Wave};
 use crate::mask::Masker;
-use crate::plan::Plan;
 use crate::transport::Outcome;
 
 /// The most events shown between two flushes of the live output.
@@ -73,6 +72,9 @@ pub struct Reporter {
     /// The last lines of the summary: one per wave of an activation.
     activation: Vec<String>,
     clock: Clock,
+    /// `--dry-run`: the scripts are what is shown; steps' results and timings, all made up
+    /// by the dry run's transport, are not.
+    dry_run: bool,
 }
 
 /// Event times as plain output shows them (to the second), formatted once per second.
@@ -116,6 +118,15 @@ impl Reporter {
             probes: Vec::new(),
             activation: Vec::new(),
             clock: Clock::default(),
+            dry_run: false,
+        }
+    }
+
+    /// A reporter for `--dry-run`: every script as it would be sent, per host and step.
+    pub fn for_dry_run(self) -> Reporter {
+        Reporter {
+            dry_run: true,
+            ..self
         }
     }
 
@@ -222,6 +233,9 @@ impl Reporter {
             }
             Live::Progress(bars) => bars.handle(event),
             Live::Plain => {}
+        }
+        if self.dry_run {
+            return self.handle_dry(event);
         }
         match &event.kind {
             EventKind::RunStarted { hosts, .. } => {
@@ -367,6 +381,28 @@ impl Reporter {
             }
             // The live bar shows these; plain lines get the throughput when the upload ends.
             EventKind::Transferred { .. } => {}
+            // Only dry runs send these.
+            EventKind::WouldRun { .. } => {}
+        }
+    }
+
+    /// In a dry run: the scripts, as `HOST STEP $ LINE`, and what the command says to the
+    /// operator; nothing the dry run's transport made up (output, results, timings).
+    fn handle_dry(&mut self, event: &Event) {
+        match &event.kind {
+            EventKind::WouldRun { host, step, script } => {
+                // Masked whole, so that a multi-line secret shows as one `***`.
+                let script = self.masker.mask(script);
+                for line in script.lines() {
+                    self.show(Weight::Important, &format!("{host} {step} $ {line}"));
+                }
+            }
+            EventKind::StepSkipped { step } => self.show(
+                Weight::Important,
+                &format!("- {step} - skipped: no selected host has its roles"),
+            ),
+            EventKind::Notice { text } => self.show(Weight::Important, &format!("# {text}")),
+            _ => {}
         }
     }
 
@@ -381,6 +417,9 @@ impl Reporter {
         let _ = self.out.flush();
         if let Live::Progress(bars) = &mut self.live {
             bars.finish();
+        }
+        if self.dry_run {
+            return;
         }
         let mut failures = std::mem::take(&mut self.failures);
         failures.sort_by_key(|(host, _, _)| self.hosts.iter().position(|h| h == host));
@@ -490,38 +529,6 @@ pub fn seconds(duration: Duration) -> String {
 
 pub fn milliseconds(duration: Duration) -> String {
     format!("{:.1}ms", duration.as_secs_f64() * 1000.0)
-}
-
-/// `--dry-run`: every script, per host and step, exactly as it would be sent.
-pub fn dry_run(plan: &Plan, masker: &Masker, out: &mut dyn Write) -> std::io::Result<()> {
-    for step in &plan.steps {
-        if let Some(script) = &step.local {
-            // Masked whole, so that a multi-line secret shows as one `***`.
-            for line in masker.mask(script).lines() {
-                writeln!(out, "{} {} $ {line}", crate::inventory::LOCAL, step.name)?;
-            }
-            continue;
-        }
-        if step.runs.is_empty() {
-            writeln!(
-                out,
-                "- {} - skipped: no selected host has its roles",
-                step.name
-            )?;
-        }
-        for run in &step.runs {
-            let host = &plan.hosts[run.host].name;
-            if let Some(artifact) = &step.upload {
-                let (from, to) = (artifact.path.display(), &run.script);
-                writeln!(out, "{host} {} $ sftp put {from} {to}", step.name)?;
-                continue;
-            }
-            for line in masker.mask(&run.script).lines() {
-                writeln!(out, "{host} {} $ {line}", step.name)?;
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
