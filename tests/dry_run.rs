@@ -11,7 +11,7 @@ use crate::support::{Deploy, setup};
 /// The steps of a `--json` run, in order, each with the hosts it ran on: from `event` events
 /// (`would_run` for a dry run, `step_started` for a real one). Consecutive events of one step
 /// are one step.
-fn steps(stdout: &str, event: &str) -> Vec<(String, BTreeSet<String>)> {
+pub fn steps(stdout: &str, event: &str) -> Vec<(String, BTreeSet<String>)> {
     let mut steps: Vec<(String, BTreeSet<String>)> = Vec::new();
     for line in stdout.lines() {
         let value: serde_json::Value = serde_json::from_str(line).expect("one JSON object a line");

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::dry_run;
 use crate::support::{Deploy, Fleet, SourceRepo, sessions_without};
 
 /// A deploy of `repo` whose build copies VERSION into `dist/` with the commit beside it.
@@ -58,7 +59,17 @@ fn upload_deploy_gives_every_host_the_same_tree_without_git_on_the_hosts() {
         "[[prepare]]\nname = \"no-git\"\nrun = \"if command -v git; then exit 1; fi\"\n",
     );
     let commit = d.repo.git(&["rev-parse", "HEAD"]);
-    d.deployr(&["deploy"]).expect_code(0);
+    // The dry run builds, packs and sends nothing, and shows the steps the real run takes.
+    let dry = d.deployr(&["--json", "--dry-run", "deploy"]);
+    dry.expect_code(0);
+    assert_eq!(bytes_sent(&d), [0, 0, 0], "a dry run sends nothing");
+    assert!(dry.stdout.contains("sftp put "), "{}", dry.stdout);
+    let real = d.deployr(&["--json", "deploy"]);
+    real.expect_code(0);
+    assert_eq!(
+        dry_run::steps(&dry.stdout, "would_run"),
+        dry_run::steps(&real.stdout, "step_started"),
+    );
     let trees: Vec<_> = d
         .fleet
         .hosts

@@ -296,19 +296,28 @@ async fn build_and_pack(
     if let Some(step) = plan::build(deployfile, source, workspace, &context.timestamp, info)? {
         session.run(&step).await?;
     }
-    if context.dry_run() {
-        // Nothing was built: the upload and unpack steps name a stand-in artifact.
-        return Ok(Artifact {
-            path: workspace.artifact_path(&info.commit, key),
-            sha256: "0".repeat(64),
-            size: 0,
-        });
-    }
     let pack_step = PlannedStep::new("pack", Vec::new());
     let events = &session.events;
     events.step_started(LOCAL, &pack_step.name);
     let started = std::time::Instant::now();
     let to = workspace.artifact_path(&info.commit, key);
+    if context.dry_run() {
+        // Nothing was built, so nothing is packed: the upload and unpack steps name a
+        // stand-in artifact, known by its zero checksum.
+        let what = format!("pack {artifact_dir} of the build into {}", to.display());
+        events.would_run(&crate::events::Source::new(LOCAL, &pack_step.name), &what);
+        events.step_finished(
+            LOCAL,
+            &pack_step.name,
+            &Outcome::Exited(0),
+            started.elapsed(),
+        );
+        return Ok(Artifact {
+            path: to,
+            sha256: "0".repeat(64),
+            size: 0,
+        });
+    }
     let packed = match artifact::inside(&workspace.build_dir(), artifact_dir) {
         Err(refused) => Err(refused),
         Ok(dir) if dir.is_dir() => {
