@@ -27,35 +27,81 @@ pub struct PlannedStep {
     pub name: String,
     pub timeout: Option<Duration>,
     pub concurrency: Option<usize>,
-    /// Empty when the step's roles match no selected host (a `once` step outside a canary).
-    pub runs: Vec<PlannedRun>,
-    /// Which of deployr's own reads (state, the resolved commit) the step is: its stdout is
-    /// returned to the caller instead of being shown, and a dry run answers it.
-    pub reads: Option<Read>,
-    /// Every host's command is started and made ready first, then all are told to go at once
-    /// (the switch).
-    pub armed: bool,
-    /// The script of a local step, run once on this machine instead of on `runs`.
-    pub local: Option<String>,
-    /// An upload step sends this artifact to each run's host, to the path in its `script`.
-    pub upload: Option<Artifact>,
-    /// Which shell runs the scripts on the hosts.
-    pub interpreter: Interpreter,
+    pub kind: StepKind,
+}
+
+/// What a step does, each kind with only what it needs. Host runs are empty when the step's
+/// roles match no selected host (a `once` step outside a canary).
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    /// A script per host, run in its shell (`interpreter`). `reads` says which of deployr's
+    /// own reads it is, if it is one: its stdout comes back to deployr instead of being shown,
+    /// and a dry run answers it.
+    Remote {
+        runs: Vec<PlannedRun>,
+        interpreter: Interpreter,
+        reads: Option<Read>,
+    },
+    /// The switch: every host's script is started and made ready first, then all are told to
+    /// go at once.
+    Armed { runs: Vec<PlannedRun> },
+    /// One script, run once on this machine.
+    Local { script: String, reads: Option<Read> },
+    /// The artifact, sent to each destination.
+    Upload {
+        artifact: Artifact,
+        to: Vec<Destination>,
+    },
+}
+
+/// Where an upload puts the artifact: a path on a host.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub host: usize,
+    pub path: String,
 }
 
 impl PlannedStep {
-    /// A step that runs `runs` as they are: all at once, output shown.
-    pub fn new(name: &str, runs: Vec<PlannedRun>) -> PlannedStep {
+    pub fn new(name: &str, kind: StepKind) -> PlannedStep {
         PlannedStep {
             name: name.to_string(),
             timeout: None,
             concurrency: None,
-            runs,
-            reads: None,
-            armed: false,
-            local: None,
-            upload: None,
-            interpreter: Interpreter::DeployrSh,
+            kind,
+        }
+    }
+
+    /// The hosts the step runs on, by index; none for a local step.
+    pub fn hosts(&self) -> Vec<usize> {
+        match &self.kind {
+            StepKind::Remote { runs, .. } | StepKind::Armed { runs } => {
+                runs.iter().map(|run| run.host).collect()
+            }
+            StepKind::Upload { to, .. } => to.iter().map(|d| d.host).collect(),
+            StepKind::Local { .. } => Vec::new(),
+        }
+    }
+
+    /// The scripts it runs on hosts, one per host; none for a local step or an upload.
+    pub fn runs(&self) -> &[PlannedRun] {
+        match &self.kind {
+            StepKind::Remote { runs, .. } | StepKind::Armed { runs } => runs,
+            StepKind::Local { .. } | StepKind::Upload { .. } => &[],
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(self.kind, StepKind::Local { .. })
+    }
+
+    /// Keeps the step's runs on the hosts `keep` keeps (a wave of a canary activation).
+    pub fn retain_hosts(&mut self, keep: impl Fn(usize) -> bool) {
+        match &mut self.kind {
+            StepKind::Remote { runs, .. } | StepKind::Armed { runs } => {
+                runs.retain(|run| keep(run.host))
+            }
+            StepKind::Upload { to, .. } => to.retain(|d| keep(d.host)),
+            StepKind::Local { .. } => {}
         }
     }
 }
@@ -112,8 +158,7 @@ pub fn in_current(
         planned.push(PlannedStep {
             timeout: step.timeout,
             concurrency: step.concurrency,
-            interpreter: Interpreter::LoginShell,
-            ..PlannedStep::new(&step.name, runs)
+            ..PlannedStep::new(&step.name, in_login_shell(runs))
         });
     }
     Ok(Plan {
@@ -188,18 +233,16 @@ fn local_step(
 ) -> Result<PlannedStep, QuoteError> {
     let dir = deployfile.directory();
     let command = step.command.render(values);
+    let script = command::here(
+        WorkDir::Path(&dir.to_string_lossy()),
+        &deployfile.env,
+        values,
+        &command,
+    )?
+    .finish();
     Ok(PlannedStep {
         timeout: step.timeout,
-        local: Some(
-            command::here(
-                WorkDir::Path(&dir.to_string_lossy()),
-                &deployfile.env,
-                values,
-                &command,
-            )?
-            .finish(),
-        ),
-        ..PlannedStep::new(&step.name, Vec::new())
+        ..PlannedStep::new(&step.name, here(script))
     })
 }
 
@@ -238,8 +281,7 @@ fn release_step(
     Ok(PlannedStep {
         timeout: step.timeout,
         concurrency: step.concurrency,
-        interpreter: Interpreter::LoginShell,
-        ..PlannedStep::new(&step.name, runs)
+        ..PlannedStep::new(&step.name, in_login_shell(runs))
     })
 }
 
@@ -263,10 +305,33 @@ fn own_step(
         .map(|run| hosts[run.host].housekeeping_timeout)
         .max();
     Ok(PlannedStep {
-        reads,
         timeout,
-        ..PlannedStep::new(name, runs)
+        ..PlannedStep::new(
+            name,
+            StepKind::Remote {
+                runs,
+                interpreter: Interpreter::DeployrSh,
+                reads,
+            },
+        )
     })
+}
+
+/// Deployfile commands: each hands its command to the host's login shell.
+fn in_login_shell(runs: Vec<PlannedRun>) -> StepKind {
+    StepKind::Remote {
+        runs,
+        interpreter: Interpreter::LoginShell,
+        reads: None,
+    }
+}
+
+/// A script run once, on this machine, shown as it runs.
+fn here(script: String) -> StepKind {
+    StepKind::Local {
+        script,
+        reads: None,
+    }
 }
 
 /// A step that moves code: bounded by [`TRANSFER_TIMEOUT`], not by the housekeeping bound.
@@ -351,17 +416,19 @@ pub fn resolve(
             fetch::resolve(host, &deployfile.env, &source.repo, reference)
         })
         .map(transfer),
-        Strategy::Upload { .. } => Ok(PlannedStep {
-            reads: Some(Read::Commit),
-            local: Some(fetch::resolve_here(
-                &workspace.root().to_string_lossy(),
-                &workspace.mirror().to_string_lossy(),
-                &deployfile.env,
-                &source.repo,
-                reference,
-            )?),
-            ..PlannedStep::new("resolve", Vec::new())
-        }),
+        Strategy::Upload { .. } => Ok(PlannedStep::new(
+            "resolve",
+            StepKind::Local {
+                script: fetch::resolve_here(
+                    &workspace.root().to_string_lossy(),
+                    &workspace.mirror().to_string_lossy(),
+                    &deployfile.env,
+                    &source.repo,
+                    reference,
+                )?,
+                reads: Some(Read::Commit),
+            },
+        )),
     }
 }
 
@@ -378,15 +445,13 @@ pub fn diff(
         Strategy::Git => own_step("diff", hosts, [0], Some(Read::Diff), |_, host| {
             remote::diff::on_host(host, live, target)
         }),
-        Strategy::Upload { .. } => Ok(PlannedStep {
-            reads: Some(Read::Diff),
-            local: Some(remote::diff::script(
-                &workspace.mirror().to_string_lossy(),
-                live,
-                target,
-            )?),
-            ..PlannedStep::new("diff", Vec::new())
-        }),
+        Strategy::Upload { .. } => Ok(PlannedStep::new(
+            "diff",
+            StepKind::Local {
+                script: remote::diff::script(&workspace.mirror().to_string_lossy(), live, target)?,
+                reads: Some(Read::Diff),
+            },
+        )),
     }
 }
 
@@ -419,10 +484,7 @@ pub fn build(
         &values,
         &command,
     )?);
-    Ok(Some(PlannedStep {
-        local: Some(script.finish()),
-        ..PlannedStep::new("build", Vec::new())
-    }))
+    Ok(Some(PlannedStep::new("build", here(script.finish()))))
 }
 
 /// Puts the commit's files into a new release directory on every host: with git, each host
@@ -451,9 +513,6 @@ pub fn code(
         })?;
         return Ok(vec![transfer(code)]);
     };
-    let upload = own_step("upload", hosts, send_to.iter().copied(), None, |_, host| {
-        Ok(code::artifact_path(host, &artifact.sha256))
-    })?;
     let unpack = own_step("code", hosts, 0..hosts.len(), None, |_, host| {
         code::from_artifact(
             host,
@@ -467,13 +526,21 @@ pub fn code(
     if send_to.is_empty() {
         return Ok(vec![unpack]);
     }
-    Ok(vec![
-        PlannedStep {
-            upload: Some(artifact.clone()),
-            ..transfer(upload)
+    let to = send_to
+        .iter()
+        .map(|&host| Destination {
+            host,
+            path: code::artifact_path(&hosts[host], &artifact.sha256),
+        })
+        .collect();
+    let upload = PlannedStep::new(
+        "upload",
+        StepKind::Upload {
+            artifact: artifact.clone(),
+            to,
         },
-        unpack,
-    ])
+    );
+    Ok(vec![transfer(upload), unpack])
 }
 
 /// The rest of `prepare`: the `[[prepare]]` steps in the new release, then the marker that
@@ -514,11 +581,16 @@ pub fn switch(
     release: &str,
     previous: &[Option<String>],
 ) -> Result<PlannedStep, QuoteError> {
-    let mut step = own_step("switch", hosts, on.iter().copied(), None, |index, host| {
+    let step = own_step("switch", hosts, on.iter().copied(), None, |index, host| {
         remote::switch::armed(host, release, previous[index].as_deref())
     })?;
-    step.armed = true;
-    Ok(step)
+    let StepKind::Remote { runs, .. } = step.kind else {
+        unreachable!("own_step plans remote steps")
+    };
+    Ok(PlannedStep {
+        kind: StepKind::Armed { runs },
+        ..step
+    })
 }
 
 /// Puts `on` back on what it served before (`previous`, or no `current` at all), at once.
@@ -602,8 +674,7 @@ pub fn healthcheck(
     let bound = (check.timeout + check.interval) * check.attempts + Duration::from_secs(10);
     Ok(Some(PlannedStep {
         timeout: Some(bound),
-        interpreter: Interpreter::LoginShell,
-        ..PlannedStep::new("healthcheck", runs)
+        ..PlannedStep::new("healthcheck", in_login_shell(runs))
     }))
 }
 

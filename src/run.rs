@@ -16,7 +16,9 @@ use crate::deployfile::Connecting;
 use crate::events::{EventKind, Events, Source};
 use crate::inventory::LOCAL;
 use crate::inventory::{HOUSEKEEPING_TIMEOUT, Host, TRANSFER_TIMEOUT};
-use crate::plan::{Plan, PlannedRun, PlannedStep};
+use crate::plan::{Destination, Plan, PlannedRun, PlannedStep, StepKind};
+use crate::remote::command::Interpreter;
+use crate::remote::stand_in::Read;
 use crate::transport::{Cancel, Outcome, Sink, Stream};
 
 #[derive(Debug)]
@@ -257,9 +259,10 @@ pub fn failures(
         .iter()
         .filter(|result| !result.outcome.success())
         .map(|result| StepFailure {
-            host: match step.local {
-                Some(_) => Target::ThisMachine,
-                None => Target::Host(hosts[result.host].name.clone()),
+            host: if step.is_local() {
+                Target::ThisMachine
+            } else {
+                Target::Host(hosts[result.host].name.clone())
             },
             step: step.name.clone(),
             outcome: result.outcome.clone(),
@@ -283,14 +286,7 @@ pub async fn execute_step(
     cancel: &Cancel,
     events: &Events,
 ) -> Vec<HostResult> {
-    if let Some(script) = &step.local {
-        let run = PlannedRun {
-            host: 0,
-            script: script.clone(),
-        };
-        return vec![run_one(LOCAL, step, &run, here, cancel.clone(), events).await];
-    }
-    if step.runs.is_empty() {
+    if !step.is_local() && step.hosts().is_empty() {
         events.send(EventKind::StepSkipped {
             step: step.name.clone(),
         });
@@ -301,22 +297,61 @@ pub async fn execute_step(
         .unwrap_or(usize::MAX)
         .min(concurrency)
         .max(1);
-    if step.armed {
-        return execute_armed(hosts, step, connections, limit, cancel, events).await;
-    }
-    let mut results: Vec<HostResult> = futures::stream::iter(&step.runs)
-        .map(|run| async move {
-            let (host, connection) = (&hosts[run.host].name, &connections[run.host]);
-            match &step.upload {
-                Some(artifact) => upload_one(host, step, run, artifact, connection, events).await,
-                None => run_one(host, step, run, connection, cancel.clone(), events).await,
-            }
-        })
-        .buffer_unordered(limit)
-        .collect()
-        .await;
+    let mut results: Vec<HostResult> = match &step.kind {
+        StepKind::Local { script, reads } => {
+            let job = Job {
+                host: 0,
+                script,
+                interpreter: Interpreter::DeployrSh,
+                reads: *reads,
+            };
+            return vec![run_one(LOCAL, step, job, here, cancel.clone(), events).await];
+        }
+        StepKind::Armed { runs } => {
+            return execute_armed(hosts, step, runs, connections, limit, cancel, events).await;
+        }
+        StepKind::Remote {
+            runs,
+            interpreter,
+            reads,
+        } => {
+            futures::stream::iter(runs)
+                .map(|run| {
+                    let job = Job {
+                        host: run.host,
+                        script: &run.script,
+                        interpreter: *interpreter,
+                        reads: *reads,
+                    };
+                    let (host, connection) = (&hosts[run.host].name, &connections[run.host]);
+                    run_one(host, step, job, connection, cancel.clone(), events)
+                })
+                .buffer_unordered(limit)
+                .collect()
+                .await
+        }
+        StepKind::Upload { artifact, to } => {
+            futures::stream::iter(to)
+                .map(|to| {
+                    let (host, connection) = (&hosts[to.host].name, &connections[to.host]);
+                    upload_one(host, step, to, artifact, connection, events)
+                })
+                .buffer_unordered(limit)
+                .collect()
+                .await
+        }
+    };
     results.sort_by_key(|result| result.host);
     results
+}
+
+/// One host's script of a step, and how to run it.
+struct Job<'a> {
+    /// Index into the plan's hosts (0 for a local step).
+    host: usize,
+    script: &'a str,
+    interpreter: Interpreter,
+    reads: Option<Read>,
 }
 
 /// Where a step's lines go on one host: its standard output back to deployr for its own reads
@@ -368,7 +403,7 @@ impl Sink for Shown<'_> {
 async fn run_one(
     host: &str,
     step: &PlannedStep,
-    run: &PlannedRun,
+    job: Job<'_>,
     connection: &Connection,
     cancel: Cancel,
     events: &Events,
@@ -378,15 +413,15 @@ async fn run_one(
     let mut lines = StepLines {
         source: Source::new(host, &step.name),
         events,
-        capture: step.reads.is_some(),
+        capture: job.reads.is_some(),
         stdout: Vec::new(),
         chunk: Vec::new(),
     };
     let outcome = connection
         .exec(
-            &run.script,
-            step.reads,
-            step.interpreter,
+            job.script,
+            job.reads,
+            job.interpreter,
             step.timeout,
             cancel,
             &mut lines,
@@ -397,7 +432,7 @@ async fn run_one(
     let finished = Instant::now();
     events.step_finished(host, &step.name, &outcome, finished - started);
     HostResult {
-        host: run.host,
+        host: job.host,
         outcome,
         finished,
         stdout,
@@ -405,12 +440,12 @@ async fn run_one(
     }
 }
 
-/// Sends the artifact to one host (to the path in the run's `script`), reporting the bytes sent as
+/// Sends the artifact to one destination, reporting the bytes sent as
 /// they go and the throughput at the end.
 async fn upload_one(
     host: &str,
     step: &PlannedStep,
-    run: &PlannedRun,
+    to: &Destination,
     artifact: &Artifact,
     connection: &Connection,
     events: &Events,
@@ -437,13 +472,7 @@ async fn upload_one(
         events,
     };
     let result = connection
-        .upload(
-            &artifact.path,
-            &run.script,
-            bound,
-            &mut progress,
-            &mut shown,
-        )
+        .upload(&artifact.path, &to.path, bound, &mut progress, &mut shown)
         .await;
     let finished = Instant::now();
     let duration = finished - started;
@@ -466,7 +495,7 @@ async fn upload_one(
     };
     events.step_finished(host, &step.name, &outcome, duration);
     HostResult {
-        host: run.host,
+        host: to.host,
         outcome,
         finished,
         stdout: Vec::new(),
@@ -482,6 +511,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 async fn execute_armed(
     hosts: &[Host],
     step: &PlannedStep,
+    runs: &[PlannedRun],
     connections: &[Arc<Connection>],
     limit: usize,
     cancel: &Cancel,
@@ -491,21 +521,20 @@ async fn execute_armed(
         source: Source::new(&hosts[host].name, &step.name),
         events,
     };
-    let mut armed: Vec<(usize, Instant, Result<Armed, Outcome>)> =
-        futures::stream::iter(&step.runs)
-            .map(|run| async move {
-                events.step_started(&hosts[run.host].name, &step.name);
-                let started = Instant::now();
-                let connection = &connections[run.host];
-                let bound = step.timeout.unwrap_or(HOUSEKEEPING_TIMEOUT);
-                let result = connection
-                    .arm(&run.script, bound, cancel.clone(), &mut printer(run.host))
-                    .await;
-                (run.host, started, result)
-            })
-            .buffer_unordered(limit)
-            .collect()
-            .await;
+    let mut armed: Vec<(usize, Instant, Result<Armed, Outcome>)> = futures::stream::iter(runs)
+        .map(|run| async move {
+            events.step_started(&hosts[run.host].name, &step.name);
+            let started = Instant::now();
+            let connection = &connections[run.host];
+            let bound = step.timeout.unwrap_or(HOUSEKEEPING_TIMEOUT);
+            let result = connection
+                .arm(&run.script, bound, cancel.clone(), &mut printer(run.host))
+                .await;
+            (run.host, started, result)
+        })
+        .buffer_unordered(limit)
+        .collect()
+        .await;
     armed.sort_by_key(|(host, _, _)| *host);
     let ready = armed.iter().all(|(_, _, result)| result.is_ok()) && !cancel.is_cancelled();
     // `go` to every host at once: each send only waits for its own connection.

@@ -600,9 +600,9 @@ async fn switch_wave(
         );
     }
     for mut step in after {
-        let planned = !step.runs.is_empty();
-        step.runs.retain(|run| members.contains(&run.host));
-        if (planned && step.runs.is_empty()) || (step.local.is_some() && !last) {
+        let planned = !step.hosts().is_empty();
+        step.retain_hosts(|host| members.contains(&host));
+        if (planned && step.hosts().is_empty()) || (step.is_local() && !last) {
             // A `once` step that ran in the other wave, roles that no host here has, or a
             // local step, which runs once, after the last wave.
             continue;
@@ -763,7 +763,7 @@ async fn rerun_after_switch(
             }
         };
         for mut step in steps {
-            step.runs.retain(|run| group.contains(&run.host));
+            step.retain_hosts(|host| group.contains(&host));
             let results = session.step_to_the_end(&step).await;
             if let Err(more) = run::failures(hosts, &step, &results) {
                 restore_failures.extend(more);

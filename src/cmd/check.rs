@@ -36,7 +36,12 @@ async fn probe_and_check(
     let mut connections = Vec::new();
     let mut unreachable = Vec::new();
     let mut unusable = Vec::new();
-    for ((host, result), run) in context.hosts.iter().zip(results).zip(&probes.steps[0].runs) {
+    for ((host, result), run) in context
+        .hosts
+        .iter()
+        .zip(results)
+        .zip(probes.steps[0].runs())
+    {
         match result {
             Ok(connection) => {
                 let facts = probe(

@@ -5,7 +5,7 @@ use crate::artifact::{self, Artifact, Workspace};
 use crate::deployfile::{Source, Strategy};
 use crate::error::Error;
 use crate::inventory::LOCAL;
-use crate::plan::{self, PlannedStep, ReleaseInfo};
+use crate::plan::{self, PlannedStep, ReleaseInfo, StepKind};
 use crate::refname;
 use crate::release::{HostState, Prepared};
 use crate::release_id;
@@ -143,7 +143,7 @@ pub async fn prepare(
     }
     for step in &steps {
         session.run(step).await?;
-        if step.upload.is_some() {
+        if matches!(step.kind, StepKind::Upload { .. }) {
             workspace_lock = None;
         }
     }
@@ -296,22 +296,17 @@ async fn build_and_pack(
     if let Some(step) = plan::build(deployfile, source, workspace, &context.timestamp, info)? {
         session.run(&step).await?;
     }
-    let pack_step = PlannedStep::new("pack", Vec::new());
+    const PACK: &str = "pack";
     let events = &session.events;
-    events.step_started(LOCAL, &pack_step.name);
+    events.step_started(LOCAL, PACK);
     let started = std::time::Instant::now();
     let to = workspace.artifact_path(&info.commit, key);
     if context.dry_run() {
         // Nothing was built, so nothing is packed: the upload and unpack steps name a
         // stand-in artifact, known by its zero checksum.
         let what = format!("pack {artifact_dir} of the build into {}", to.display());
-        events.would_run(&crate::events::Source::new(LOCAL, &pack_step.name), &what);
-        events.step_finished(
-            LOCAL,
-            &pack_step.name,
-            &Outcome::Exited(0),
-            started.elapsed(),
-        );
+        events.would_run(&crate::events::Source::new(LOCAL, PACK), &what);
+        events.step_finished(LOCAL, PACK, &Outcome::Exited(0), started.elapsed());
         return Ok(Artifact {
             path: to,
             sha256: "0".repeat(64),
@@ -340,7 +335,7 @@ async fn build_and_pack(
         Ok(packed) => {
             events.output(
                 LOCAL,
-                &pack_step.name,
+                PACK,
                 Stream::Stdout,
                 format!(
                     "packed {artifact_dir} into {} ({}, sha256 {})",
@@ -353,12 +348,12 @@ async fn build_and_pack(
         }
         Err(reason) => Outcome::Lost(reason.clone()),
     };
-    events.step_finished(LOCAL, &pack_step.name, &outcome, started.elapsed());
+    events.step_finished(LOCAL, PACK, &outcome, started.elapsed());
     workspace.prune(deployfile.app.keep_releases);
     packed.map_err(|_| {
         Error::StepFailed(vec![crate::run::StepFailure {
             host: crate::run::Target::ThisMachine,
-            step: pack_step.name,
+            step: PACK.into(),
             outcome,
         }])
     })

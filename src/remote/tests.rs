@@ -392,14 +392,14 @@ timeout = "5s"
     );
     let mut out = String::new();
     for step in steps {
-        for run in &step.runs {
+        for run in step.runs() {
             out.push_str(&format!(
                 "### {} on {}\n{}\n\n",
                 step.name, hosts[run.host].name, run.script
             ));
         }
-        if let Some(local) = &step.local {
-            out.push_str(&format!("### {} here\n{local}\n\n", step.name));
+        if let crate::plan::StepKind::Local { script, .. } = &step.kind {
+            out.push_str(&format!("### {} here\n{script}\n\n", step.name));
         }
     }
     out
