@@ -249,6 +249,19 @@ impl Command {
         }
     }
 
+    /// Whether the command changes hosts, and so leaves a record in their history and runs
+    /// the hooks.
+    pub fn changes_hosts(&self) -> bool {
+        matches!(
+            self,
+            Command::Prepare { .. }
+                | Command::Activate { .. }
+                | Command::Deploy { .. }
+                | Command::Rollback { .. }
+                | Command::CatchUp
+        )
+    }
+
     /// The release the command line names (`activate --release`, `rollback --to`), if any.
     pub fn named_release(&self) -> Option<&str> {
         match self {

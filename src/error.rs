@@ -2,9 +2,9 @@
 //! maps them to the exit codes of the design in one place.
 
 use crate::deployfile::DeployfileError;
+use crate::executor::{ConnectFailure, StepFailure};
 use crate::inventory::SelectionError;
 use crate::plan::QuoteError;
-use crate::run::{ConnectFailure, StepFailure};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -137,7 +137,7 @@ fn step_failures(failures: &[StepFailure]) -> String {
         .map(|f| format!("{}: {}", f.host, f.outcome))
         .collect();
     let on = match failures {
-        [only] if only.host == crate::run::Target::ThisMachine => {
+        [only] if only.host == crate::executor::Target::ThisMachine => {
             "this machine (a local step)".to_string()
         }
         _ => format!(

@@ -38,13 +38,13 @@ pub enum StepKind {
     /// own reads it is, if it is one: its stdout comes back to deployr instead of being shown,
     /// and a dry run answers it.
     Remote {
-        runs: Vec<PlannedRun>,
+        runs: Vec<HostScript>,
         interpreter: Interpreter,
         reads: Option<Read>,
     },
     /// The switch: every host's script is started and made ready first, then all are told to
     /// go at once.
-    Armed { runs: Vec<PlannedRun> },
+    Armed { runs: Vec<HostScript> },
     /// One script, run once on this machine.
     Local { script: String, reads: Option<Read> },
     /// The artifact, sent to each destination.
@@ -83,7 +83,7 @@ impl PlannedStep {
     }
 
     /// The scripts it runs on hosts, one per host; none for a local step or an upload.
-    pub fn runs(&self) -> &[PlannedRun] {
+    pub fn runs(&self) -> &[HostScript] {
         match &self.kind {
             StepKind::Remote { runs, .. } | StepKind::Armed { runs } => runs,
             StepKind::Local { .. } | StepKind::Upload { .. } => &[],
@@ -106,8 +106,9 @@ impl PlannedStep {
     }
 }
 
+/// One host's script of a step.
 #[derive(Debug, Clone)]
-pub struct PlannedRun {
+pub struct HostScript {
     pub host: usize,
     pub script: String,
 }
@@ -145,7 +146,7 @@ pub fn in_current(
             let host = &hosts[index];
             let values = host.values(&deployfile.app.name, timestamp);
             let command = step.command.render(&values);
-            runs.push(PlannedRun {
+            runs.push(HostScript {
                 host: index,
                 script: command::on_host(
                     WorkDir::Current(host),
@@ -273,7 +274,7 @@ fn release_step(
         );
         let dir = release::release_path(host, &info.release);
         let command = step.command.render(&values);
-        runs.push(PlannedRun {
+        runs.push(HostScript {
             host: index,
             script: command::on_host(WorkDir::Path(&dir), &deployfile.env, &values, &command)?,
         });
@@ -295,7 +296,7 @@ fn own_step(
 ) -> Result<PlannedStep, QuoteError> {
     let mut runs = Vec::new();
     for index in on {
-        runs.push(PlannedRun {
+        runs.push(HostScript {
             host: index,
             script: script(index, &hosts[index])?,
         });
@@ -318,7 +319,7 @@ fn own_step(
 }
 
 /// Deployfile commands: each hands its command to the host's login shell.
-fn in_login_shell(runs: Vec<PlannedRun>) -> StepKind {
+fn in_login_shell(runs: Vec<HostScript>) -> StepKind {
     StepKind::Remote {
         runs,
         interpreter: Interpreter::LoginShell,
@@ -659,7 +660,7 @@ pub fn healthcheck(
             info,
             previous[index].as_deref(),
         );
-        runs.push(PlannedRun {
+        runs.push(HostScript {
             host: index,
             script: command::healthcheck(
                 WorkDir::Path(&host.current_path()),

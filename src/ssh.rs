@@ -111,7 +111,7 @@ pub struct Session {
     /// trip (exec and its answer) rather than two (open, then exec).
     spare: std::sync::Mutex<Option<Opening>>,
     /// The host's shell that runs every step of this command, started on first use.
-    runner: Arc<tokio::sync::Mutex<Option<Runner>>>,
+    host_shell: Arc<tokio::sync::Mutex<Option<HostShell>>>,
     /// Set once the host missed a deadline that deployr could not recover from (a step that
     /// would not stop, a channel that would not open): nothing more is sent to it, so no later
     /// step can wait on it.
@@ -202,7 +202,7 @@ pub async fn connect(settings: &SshSettings, bastions: &Bastions) -> Result<Sess
         forward_agent: settings.forward_agent,
         channels: Arc::new(Semaphore::new(CHANNELS_PER_CONNECTION)),
         spare: std::sync::Mutex::new(None),
-        runner: Arc::new(tokio::sync::Mutex::new(None)),
+        host_shell: Arc::new(tokio::sync::Mutex::new(None)),
         cut: Arc::default(),
         connect_timeout: settings.connect_timeout,
         start_up: Vec::new(),
@@ -211,8 +211,11 @@ pub async fn connect(settings: &SshSettings, bastions: &Bastions) -> Result<Sess
     session.open_spare();
     // The shell starts now, so that a host whose start-up files get in the way fails before
     // anything runs anywhere, like a host that cannot be reached.
-    let (runner, printed) = session.start_runner().await.map_err(ConnectError::Shell)?;
-    *session.runner.lock().await = Some(runner);
+    let (host_shell, printed) = session
+        .start_host_shell()
+        .await
+        .map_err(ConnectError::Shell)?;
+    *session.host_shell.lock().await = Some(host_shell);
     session.start_up = printed;
     Ok(session)
 }
@@ -400,7 +403,7 @@ fn spawn_proxy(
 /// fork, not a channel, an SSH session and a login shell (with its start-up files) of its own.
 /// The script is quoted whole, so even one with a syntax error fails alone and leaves the shell
 /// reading the next step.
-pub struct Runner {
+pub struct HostShell {
     channel: russh::Channel<client::Msg>,
     /// Ends the step in progress; a new one for every step.
     marker: Marker,
@@ -425,7 +428,7 @@ pub struct Runner {
 /// What a shell printed before it was ready (a login shell's start-up files): the last lines.
 const START_UP_LINES: usize = 20;
 
-impl Runner {
+impl HostShell {
     /// Starts deployr's shell on `channel` and waits, within `bound`, until it says it reads
     /// commands. Returns it and the last lines printed before that (start-up output, which is
     /// not any step's), or why it did not become ready.
@@ -434,8 +437,8 @@ impl Runner {
         handle: Arc<Handle<Client>>,
         cut: Arc<Cut>,
         bound: Duration,
-    ) -> Result<(Runner, Vec<String>), String> {
-        let mut runner = Runner {
+    ) -> Result<(HostShell, Vec<String>), String> {
+        let mut host_shell = HostShell {
             channel,
             handle,
             marker: Marker::fresh(0),
@@ -449,7 +452,7 @@ impl Runner {
             gate: Gate::new(Interpreter::DeployrSh),
         };
         let deadline = Deadline::after(Some(bound));
-        let request = runner.marker.ready_request();
+        let request = host_shell.marker.ready_request();
         let mut printed = std::collections::VecDeque::new();
         let mut keep = |_: Stream, line: String| {
             if printed.len() == START_UP_LINES {
@@ -457,10 +460,11 @@ impl Runner {
             }
             printed.push_back(line);
         };
-        let sent = tokio::time::timeout_at(deadline.at, runner.channel.data(request.as_bytes()));
+        let sent =
+            tokio::time::timeout_at(deadline.at, host_shell.channel.data(request.as_bytes()));
         let outcome = match sent.await {
             Ok(Ok(())) => {
-                runner
+                host_shell
                     .read(Read::Ready, deadline, Cancel::never(), &mut keep)
                     .await
             }
@@ -469,10 +473,10 @@ impl Runner {
         };
         let printed: Vec<String> = printed.into();
         match outcome {
-            None => Ok((runner, printed)),
+            None => Ok((host_shell, printed)),
             Some(Outcome::TimedOut(after)) => {
-                runner.alive = false;
-                let _ = runner.channel.close().await;
+                host_shell.alive = false;
+                let _ = host_shell.channel.close().await;
                 Err(frame::not_ready(
                     &format!(
                         "it was not ready within {}",
@@ -653,7 +657,7 @@ impl Runner {
     }
 }
 
-/// How far [`Runner::read`] reads.
+/// How far [`HostShell::read`] reads.
 #[derive(Clone, Copy)]
 enum Read<'a> {
     /// Until the shell has said it is ready (its start-up output is not a step's).
@@ -687,7 +691,7 @@ impl Deadline {
 /// A command that is running in the host's shell and waiting for `go`: it holds the shell
 /// until it ends, so nothing else is sent to it meanwhile. Every wait on it is bounded.
 pub struct Armed {
-    runner: OwnedMappedMutexGuard<Option<Runner>, Runner>,
+    host_shell: OwnedMappedMutexGuard<Option<HostShell>, HostShell>,
     bound: Duration,
 }
 
@@ -695,7 +699,7 @@ impl Armed {
     /// Sends it a line (`go`, `done`, `stop`); false if it could not be sent within [`GRACE`].
     pub async fn tell(&mut self, line: &[u8]) -> bool {
         matches!(
-            tokio::time::timeout(GRACE, self.runner.channel.data(line)).await,
+            tokio::time::timeout(GRACE, self.host_shell.channel.data(line)).await,
             Ok(Ok(()))
         )
     }
@@ -703,7 +707,7 @@ impl Armed {
     /// Reads it until it prints `until` (`None`), or to its end (`Some`), within its bound.
     pub async fn wait_for(&mut self, until: &str, on_line: &mut dyn Sink) -> Option<Outcome> {
         let deadline = Deadline::after(Some(self.bound));
-        self.runner
+        self.host_shell
             .read(Read::Until(until), deadline, Cancel::never(), on_line)
             .await
     }
@@ -711,7 +715,7 @@ impl Armed {
     /// Reads it to its end (after `go`, or after being called off), within its bound.
     pub async fn finish(mut self, on_line: &mut dyn Sink) -> Outcome {
         let deadline = Deadline::after(Some(self.bound));
-        self.runner
+        self.host_shell
             .read(Read::ToTheEnd, deadline, Cancel::never(), on_line)
             .await
             .unwrap_or_else(|| Outcome::Lost("stopped early".into()))
@@ -757,22 +761,25 @@ impl Session {
     }
 
     /// The host's shell: started on first use, and again after one was stopped.
-    async fn runner(&self) -> Result<OwnedMappedMutexGuard<Option<Runner>, Runner>, Outcome> {
+    async fn host_shell(
+        &self,
+    ) -> Result<OwnedMappedMutexGuard<Option<HostShell>, HostShell>, Outcome> {
         if let Some(cut) = self.cut.outcome() {
             return Err(cut);
         }
-        let mut slot = self.runner.clone().lock_owned().await;
-        if !slot.as_ref().is_some_and(|runner| runner.alive) {
-            *slot = Some(self.start_runner().await.map_err(Outcome::Lost)?.0);
+        let mut slot = self.host_shell.clone().lock_owned().await;
+        if !slot.as_ref().is_some_and(|host_shell| host_shell.alive) {
+            *slot = Some(self.start_host_shell().await.map_err(Outcome::Lost)?.0);
         }
         Ok(OwnedMutexGuard::map(slot, |slot| {
             slot.as_mut().expect("started above")
         }))
     }
 
-    /// The runner: the login shell (after its start-up files) starts deployr's shell, which
-    /// then reads each step from the channel. Returns it and what the start-up files printed.
-    async fn start_runner(&self) -> Result<(Runner, Vec<String>), String> {
+    /// Starts deployr's shell on the host: the login shell (after its start-up files) starts
+    /// it, and it then reads each step from the channel. Returns it and what the start-up files
+    /// printed.
+    async fn start_host_shell(&self) -> Result<(HostShell, Vec<String>), String> {
         let channel = self.channel().await?;
         let started = tokio::time::timeout(self.connect_timeout, async {
             if self.forward_agent {
@@ -783,7 +790,7 @@ impl Session {
         .await;
         match started {
             Ok(Ok(())) => {
-                Runner::start(
+                HostShell::start(
                     channel,
                     self.handle.clone(),
                     self.cut.clone(),
@@ -812,9 +819,9 @@ impl Session {
         cancel: Cancel,
         on_line: &mut dyn Sink,
     ) -> Outcome {
-        match self.runner().await {
-            Ok(mut runner) => {
-                runner
+        match self.host_shell().await {
+            Ok(mut host_shell) => {
+                host_shell
                     .run(script, interpreter, timeout, cancel, on_line)
                     .await
             }
@@ -832,16 +839,16 @@ impl Session {
         cancel: Cancel,
         on_line: &mut dyn Sink,
     ) -> Result<Armed, Outcome> {
-        let mut runner = self.runner().await?;
+        let mut host_shell = self.host_shell().await?;
         let deadline = Deadline::after(Some(bound));
-        runner
+        host_shell
             .send(script, true, Interpreter::DeployrSh, deadline)
             .await?;
-        match runner
+        match host_shell
             .read(Read::Until(until), deadline, cancel, on_line)
             .await
         {
-            None => Ok(Armed { runner, bound }),
+            None => Ok(Armed { host_shell, bound }),
             Some(outcome) => Err(outcome),
         }
     }

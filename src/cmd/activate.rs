@@ -9,10 +9,10 @@ use super::{Context, Ending, Session};
 use crate::cli::Portion;
 use crate::error::Error;
 use crate::events::{EventKind, Wave};
+use crate::executor::{self, StepFailure, Target};
 use crate::plan::{self, ReleaseInfo};
 use crate::release::HostState;
 use crate::release_id;
-use crate::run::{self, StepFailure, Target};
 use crate::transport::Outcome;
 
 pub async fn command(
@@ -265,11 +265,11 @@ pub async fn activate(
         &context.deployfile,
         &context.hosts,
         false,
-        &context.timestamp,
+        &context.invocation.timestamp,
         &info,
         &previous,
     )? {
-        session.run(&step).await?;
+        session.execute(&step).await?;
     }
     let switch = Switch {
         info: &info,
@@ -515,7 +515,7 @@ pub(super) async fn switch_all(
     let mut finished: Vec<usize> = pending.iter().chain(&already).copied().collect();
     finished.sort_unstable();
     finished.dedup();
-    let token = Some(context.token.as_str());
+    let token = Some(context.invocation.token.as_str());
     let finish = plan::finish(hosts, &finished, &info.release, &record, &prune, token)?;
     let results = session.step_to_the_end(&finish).await;
     let succeeded = || {
@@ -537,7 +537,7 @@ pub(super) async fn switch_all(
             },
         );
     }
-    run::failures(hosts, &finish, &results).map_err(|failures| Error::Unrecorded {
+    executor::failures(hosts, &finish, &results).map_err(|failures| Error::Unrecorded {
         release: info.release.clone(),
         failures,
     })
@@ -568,7 +568,7 @@ async fn switch_wave(
             outcome: Outcome::Lost(error.to_string()),
         }]
     };
-    if context.cancel.is_cancelled() {
+    if context.invocation.cancel.is_cancelled() {
         // A signal between the waves: the second wave is not switched, the first goes back.
         return Err(vec![StepFailure {
             host: Target::EveryHost,
@@ -588,15 +588,27 @@ async fn switch_wave(
         let results = session.step_to_the_end(&switch_step).await;
         switched.extend(results.iter().filter(|r| r.fired).map(|r| r.host));
         skew = spread(results.iter().map(|r| r.finished));
-        run::failures(hosts, &switch_step, &results)?;
+        executor::failures(hosts, &switch_step, &results)?;
     }
-    let mut after =
-        plan::activate_steps(deployfile, hosts, true, &context.timestamp, info, previous)
-            .map_err(planning)?;
+    let mut after = plan::activate_steps(
+        deployfile,
+        hosts,
+        true,
+        &context.invocation.timestamp,
+        info,
+        previous,
+    )
+    .map_err(planning)?;
     if action == Action::Activate {
         after.extend(
-            plan::healthcheck(deployfile, hosts, &context.timestamp, info, previous)
-                .map_err(planning)?,
+            plan::healthcheck(
+                deployfile,
+                hosts,
+                &context.invocation.timestamp,
+                info,
+                previous,
+            )
+            .map_err(planning)?,
         );
     }
     for mut step in after {
@@ -608,8 +620,8 @@ async fn switch_wave(
             continue;
         }
         let results = session.step(&step).await;
-        run::failures(hosts, &step, &results)?;
-        if context.cancel.is_cancelled() {
+        executor::failures(hosts, &step, &results)?;
+        if context.invocation.cancel.is_cancelled() {
             return Err(vec![StepFailure {
                 host: Target::EveryHost,
                 step: step.name.clone(),
@@ -752,7 +764,7 @@ async fn rerun_after_switch(
             &context.deployfile,
             hosts,
             true,
-            &context.timestamp,
+            &context.invocation.timestamp,
             &info,
             &before,
         ) {
@@ -765,7 +777,7 @@ async fn rerun_after_switch(
         for mut step in steps {
             step.retain_hosts(|host| group.contains(&host));
             let results = session.step_to_the_end(&step).await;
-            if let Err(more) = run::failures(hosts, &step, &results) {
+            if let Err(more) = executor::failures(hosts, &step, &results) {
                 restore_failures.extend(more);
             }
         }
@@ -777,7 +789,7 @@ async fn rerun_after_switch(
                     .filter(|r| r.outcome.success())
                     .map(|r| r.host),
             );
-            if let Err(more) = run::failures(hosts, &step, &results) {
+            if let Err(more) = executor::failures(hosts, &step, &results) {
                 restore_failures.extend(more);
             }
         }

@@ -8,15 +8,15 @@ use crate::connection::Connection;
 use crate::deployfile::Strategy;
 use crate::error::Error;
 use crate::events::{EventKind, Events, Source};
+use crate::executor;
 use crate::inventory::Host;
 use crate::plan::{self, Plan};
 use crate::remote;
 use crate::remote::command::Interpreter;
 use crate::remote::stand_in::Read;
-use crate::run;
 use crate::transport::{Cancel, Sink, Stream};
 
-pub async fn run(context: &Context) -> Result<(), Error> {
+pub async fn command(context: &Context) -> Result<(), Error> {
     let probes = probe_plan(context)?;
     let checks = context.checks_plan()?;
     let (events, reporter) = context.reporter().spawn();
@@ -49,7 +49,7 @@ async fn probe_and_check(
                     &connection,
                     &probes.steps[0].name,
                     &run.script,
-                    context.cancel.clone(),
+                    context.invocation.cancel.clone(),
                     events,
                 )
                 .await;
@@ -77,19 +77,19 @@ async fn probe_and_check(
         }
     }
     if !unreachable.is_empty() {
-        run::disconnect(&connections).await;
+        executor::disconnect(&connections).await;
         return Err(Error::Connect(unreachable));
     }
-    let result = run::execute(
+    let result = executor::execute(
         checks,
         &connections,
         &context.here(),
         context.concurrency,
-        &context.cancel,
+        &context.invocation.cancel,
         events,
     )
     .await;
-    run::disconnect(&connections).await;
+    executor::disconnect(&connections).await;
     result.map_err(Error::StepFailed)?;
     if unusable.is_empty() {
         Ok(())

@@ -88,7 +88,7 @@ async fn compare(
     };
     let source = source(context)?;
     let step = plan::diff(source, &context.hosts, workspace, &commit, target)?;
-    let results = session.run(&step).await?;
+    let results = session.execute(&step).await?;
     let printed = results
         .first()
         .map(|r| r.stdout.clone())

@@ -7,7 +7,7 @@ use crate::error::Error;
 
 pub const STARTER: &str = include_str!("starter.toml");
 
-pub fn run(path: &Path) -> Result<(), Error> {
+pub fn command(path: &Path) -> Result<(), Error> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

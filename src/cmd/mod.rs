@@ -1,5 +1,5 @@
 //! One function per command: load and validate everything, build the plan, then hand it to the
-//! runner with a reporter watching.
+//! executor with a reporter watching.
 
 mod activate;
 mod catch_up;
@@ -19,6 +19,7 @@ use crate::connection::Connection;
 use crate::deployfile::Deployfile;
 use crate::error::Error;
 use crate::events::{EventKind, Events};
+use crate::executor::{self, HostResult};
 use crate::history;
 use crate::inventory::{Host, Selection};
 use crate::mask::Masker;
@@ -29,7 +30,6 @@ use crate::release_id;
 use crate::remote;
 use crate::remote::stand_in::StandIn;
 use crate::report::{Reporter, Style, Verbosity};
-use crate::run::{self, HostResult};
 use crate::template::Values;
 use crate::transport::{Cancel, Signal};
 
@@ -45,7 +45,8 @@ impl Failed {
     }
 }
 
-/// Everything a command needs once the deployfile and the command line have been validated.
+/// Everything a command needs: the configuration, validated once from the deployfile and the
+/// command line, and this invocation's run-time state.
 #[derive(Clone)]
 pub struct Context {
     pub deployfile: Deployfile,
@@ -57,23 +58,16 @@ pub struct Context {
     /// `--dry-run`: what the dry run's transport answers for the hosts it does not contact.
     /// Every command runs the same code with or without it.
     pub stand_in: Option<Arc<StandIn>>,
-    /// One UTC time for the whole invocation, as `{{timestamp}}`.
-    pub timestamp: String,
-    /// When this invocation started; new release ids derive from it.
-    pub now: chrono::DateTime<chrono::Utc>,
-    /// Set by the first SIGINT, SIGTERM or SIGHUP.
-    pub cancel: Cancel,
-    /// What a second signal says deployr is still doing.
-    pub busy: Arc<Mutex<String>>,
-    /// The first signal that arrived, for the exit code.
-    pub stopped_by: Arc<OnceLock<Signal>>,
-    /// Identifies this invocation's deploy lock, so only its own lock is released.
-    pub token: String,
+    /// When this invocation started, who it is, and the signals it has had.
+    pub invocation: Invocation,
     /// How long to wait for a held lock (`--lock-wait`); zero fails at once.
     pub lock_wait: Duration,
     pub style: Style,
     /// The command line's command, for the `run_started` event and the lock.
     pub command: String,
+    /// Whether the command changes hosts: it leaves a record in their history and runs the
+    /// hooks.
+    pub changes_hosts: bool,
     /// `deployr` with the flags that choose this deployfile and stage: the start of a command
     /// that a message tells the operator to run.
     pub rerun: String,
@@ -81,10 +75,27 @@ pub struct Context {
     pub allow_unreachable: Option<Portion>,
 }
 
+/// This invocation's run-time state, apart from the configuration.
+#[derive(Clone)]
+pub struct Invocation {
+    /// One UTC time for the whole invocation, as `{{timestamp}}`.
+    pub timestamp: String,
+    /// When this invocation started; new release ids derive from it.
+    pub now: chrono::DateTime<chrono::Utc>,
+    /// Identifies this invocation's deploy lock, so only its own lock is released.
+    pub token: String,
+    /// Set by the first SIGINT, SIGTERM or SIGHUP.
+    pub cancel: Cancel,
+    /// What a second signal says deployr is still doing.
+    pub busy: Arc<Mutex<String>>,
+    /// The first signal that arrived, for the exit code.
+    pub stopped_by: Arc<OnceLock<Signal>>,
+}
+
 impl Context {
     pub fn load(
         args: &GlobalArgs,
-        command: String,
+        command: &Command,
         interrupts: Interrupts,
     ) -> Result<Context, Error> {
         let deployfile = Deployfile::load(&args.file, args.stage.as_deref())?;
@@ -126,19 +137,22 @@ impl Context {
                 Verbosity::Normal
             },
             stand_in: None,
-            timestamp: release_id::new_id(now),
-            now,
-            cancel: interrupts.cancel,
-            busy: interrupts.busy,
-            stopped_by: interrupts.stopped_by,
-            token: format!(
-                "{}-{}",
-                std::process::id(),
-                now.timestamp_nanos_opt().unwrap_or_default()
-            ),
+            invocation: Invocation {
+                timestamp: release_id::new_id(now),
+                now,
+                cancel: interrupts.cancel,
+                busy: interrupts.busy,
+                stopped_by: interrupts.stopped_by,
+                token: format!(
+                    "{}-{}",
+                    std::process::id(),
+                    now.timestamp_nanos_opt().unwrap_or_default()
+                ),
+            },
             lock_wait: args.lock_wait.unwrap_or_default(),
             style: style(args),
-            command,
+            command: command.name(),
+            changes_hosts: command.changes_hosts(),
             hosts,
             deployfile,
             allow_unreachable: None,
@@ -151,7 +165,7 @@ impl Context {
         let previous = subject.and_then(|s| s.previous.iter().flatten().next().map(String::as_str));
         let mut values = plan::local_values(
             &self.deployfile,
-            &self.timestamp,
+            &self.invocation.timestamp,
             subject.map(|s| (&s.info, previous)),
         );
         if subject.is_none() {
@@ -168,20 +182,12 @@ impl Context {
 
     /// A step stopped by a signal, or a lock wait cut short by it: the signal is the cause.
     fn blame_the_signal<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
-        match (self.stopped_by.get(), result) {
+        match (self.invocation.stopped_by.get(), result) {
             (Some(signal), Err(Error::StepFailed(_) | Error::Locked { .. })) => {
                 Err(Error::Interrupted(*signal))
             }
             (_, result) => result,
         }
-    }
-
-    /// Whether this command changes hosts, and so leaves a record in their history.
-    fn changes_hosts(&self) -> bool {
-        matches!(
-            self.command.as_str(),
-            "prepare" | "activate" | "deploy" | "rollback" | "catch-up"
-        )
     }
 
     fn reporter(&self) -> Reporter {
@@ -199,13 +205,13 @@ impl Context {
             &self.deployfile,
             self.hosts.clone(),
             &self.deployfile.checks,
-            &self.timestamp,
+            &self.invocation.timestamp,
         )?)
     }
 
     /// What a second Ctrl-C reports.
     fn set_busy(&self, what: &str) {
-        *self.busy.lock().expect("busy text") = what.to_string();
+        *self.invocation.busy.lock().expect("busy text") = what.to_string();
     }
 
     /// Whether this is a dry run.
@@ -223,11 +229,14 @@ impl Context {
 
     /// A connection to every selected host, or why there is none; one result per host, in
     /// order. A dry run connects to nothing: every host gets the dry run's transport.
-    async fn connect(&self, events: &Events) -> Vec<Result<Arc<Connection>, run::ConnectFailure>> {
+    async fn connect(
+        &self,
+        events: &Events,
+    ) -> Vec<Result<Arc<Connection>, executor::ConnectFailure>> {
         match self.dry_connections() {
             Some(connections) => connections.into_iter().map(Ok).collect(),
             None => {
-                run::connect(
+                executor::connect(
                     &self.hosts,
                     self.concurrency,
                     self.deployfile.connecting,
@@ -290,7 +299,7 @@ impl Ending {
 
     /// How the command that returned `result` ended.
     fn of<T>(result: &Result<T, Error>) -> Ending {
-        let first = |failures: &[run::StepFailure]| {
+        let first = |failures: &[executor::StepFailure]| {
             failures
                 .first()
                 .map(|f| (f.step.clone(), f.host.to_string(), f.outcome.to_string()))
@@ -339,7 +348,7 @@ impl Ending {
     }
 
     /// The same command's record on a host that went back to what it served before.
-    pub fn rolled_back(failures: &[run::StepFailure]) -> Ending {
+    pub fn rolled_back(failures: &[executor::StepFailure]) -> Ending {
         Ending {
             result: history::Outcome::RolledBack,
             ..Ending::of::<()>(&Err(Error::StepFailed(failures.to_vec())))
@@ -354,7 +363,7 @@ impl<'a> Session<'a> {
 
     /// Runs a step everywhere it is planned and returns each host's result; Ctrl-C stops it.
     async fn step(&self, step: &PlannedStep) -> Vec<HostResult> {
-        self.step_with(step, &self.context.cancel).await
+        self.step_with(step, &self.context.invocation.cancel).await
     }
 
     /// The same for a step that must finish once started (switching hosts back, unlocking).
@@ -363,7 +372,7 @@ impl<'a> Session<'a> {
     }
 
     async fn step_with(&self, step: &PlannedStep, cancel: &Cancel) -> Vec<HostResult> {
-        run::execute_step(
+        executor::execute_step(
             self.hosts(),
             step,
             &self.connections,
@@ -376,15 +385,15 @@ impl<'a> Session<'a> {
     }
 
     /// Runs a step and fails if it failed anywhere.
-    async fn run(&self, step: &PlannedStep) -> Result<Vec<HostResult>, Error> {
+    async fn execute(&self, step: &PlannedStep) -> Result<Vec<HostResult>, Error> {
         let results = self.step(step).await;
-        run::failures(self.hosts(), step, &results).map_err(Error::StepFailed)?;
+        executor::failures(self.hosts(), step, &results).map_err(Error::StepFailed)?;
         Ok(results)
     }
 
     /// Every selected host's release state, in one round trip.
     async fn states(&self) -> Result<Vec<HostState>, Error> {
-        let results = self.run(&plan::state(self.hosts())?).await?;
+        let results = self.execute(&plan::state(self.hosts())?).await?;
         Ok(results
             .iter()
             .map(|result| remote::state::parse(&result.stdout))
@@ -396,7 +405,7 @@ impl<'a> Session<'a> {
     /// the lock could not be taken, are named.
     async fn lock(&self, command: &str) -> Result<Vec<HostState>, Error> {
         let context = self.context;
-        let owner = owner::lock_owner(command, &context.token);
+        let owner = owner::lock_owner(command, &context.invocation.token);
         let deadline = Instant::now() + context.lock_wait;
         loop {
             let step = plan::lock(self.hosts(), &owner)?;
@@ -413,7 +422,7 @@ impl<'a> Session<'a> {
                     .filter(|(_, state)| state.lock_taken)
                     .map(|(result, _)| result.host),
             );
-            if let Err(failures) = run::failures(self.hosts(), &step, &results) {
+            if let Err(failures) = executor::failures(self.hosts(), &step, &results) {
                 self.unlock(None).await;
                 return Err(Error::StepFailed(failures));
             }
@@ -451,7 +460,7 @@ impl<'a> Session<'a> {
                 return Ok(states);
             }
             self.unlock(None).await;
-            if Instant::now() >= deadline || context.cancel.is_cancelled() {
+            if Instant::now() >= deadline || context.invocation.cancel.is_cancelled() {
                 return Err(Error::Locked { holders });
             }
             let (host, holder) = &holders[0];
@@ -460,7 +469,7 @@ impl<'a> Session<'a> {
                 holder: holder.clone(),
                 remaining: deadline.saturating_duration_since(Instant::now()),
             });
-            let mut cancel = context.cancel.clone();
+            let mut cancel = context.invocation.cancel.clone();
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(2).min(context.lock_wait)) => {}
                 _ = cancel.cancelled() => {}
@@ -509,7 +518,7 @@ impl<'a> Session<'a> {
         let non_empty = |text: &str| Some(text.to_string()).filter(|t| !t.is_empty());
         history::Record {
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            id: context.token.clone(),
+            id: context.invocation.token.clone(),
             command: context.command.clone(),
             release: subject.as_ref().map(|s| s.info.release.clone()),
             commit: subject.as_ref().and_then(|s| non_empty(&s.info.commit)),
@@ -519,7 +528,9 @@ impl<'a> Session<'a> {
             failed_step,
             failed_host,
             error,
-            duration_ms: (chrono::Utc::now() - context.now).num_milliseconds().max(0) as u64,
+            duration_ms: (chrono::Utc::now() - context.invocation.now)
+                .num_milliseconds()
+                .max(0) as u64,
             actor: history::actor(),
             machine: owner::machine(),
         }
@@ -549,7 +560,7 @@ impl<'a> Session<'a> {
                 }
             };
             let results = self.step_to_the_end(&planned).await;
-            if let Err(failures) = run::failures(self.hosts(), &planned, &results) {
+            if let Err(failures) = executor::failures(self.hosts(), &planned, &results) {
                 for failure in failures {
                     self.notice(format!(
                         "warning: hook `{}` failed ({}); the command's exit code stays {exit_code}",
@@ -572,9 +583,14 @@ impl<'a> Session<'a> {
             let ending = ending.filter(|_| !recorded.contains(&host))?;
             Some(self.record(host, ending))
         };
-        if let Ok(step) = plan::unlock(self.hosts(), &hosts, &self.context.token, &record) {
+        if let Ok(step) = plan::unlock(
+            self.hosts(),
+            &hosts,
+            &self.context.invocation.token,
+            &record,
+        ) {
             let results = self.step_to_the_end(&step).await;
-            if let Err(failures) = run::failures(self.hosts(), &step, &results) {
+            if let Err(failures) = executor::failures(self.hosts(), &step, &results) {
                 let names: Vec<String> = failures.iter().map(|f| f.host.to_string()).collect();
                 self.notice(format!(
                     "warning: could not release the deploy lock on {}; `deployr unlock` clears it",
@@ -587,7 +603,7 @@ impl<'a> Session<'a> {
     /// Runs the `[[check]]` entries; a failure stops the command before anything changes.
     async fn service_checks(&self) -> Result<(), Error> {
         for step in &self.context.checks_plan()?.steps {
-            self.run(step).await?;
+            self.execute(step).await?;
         }
         Ok(())
     }
@@ -597,7 +613,7 @@ impl<'a> Session<'a> {
     }
 
     async fn close(self) {
-        run::disconnect(&self.connections).await;
+        executor::disconnect(&self.connections).await;
     }
 }
 
@@ -618,12 +634,12 @@ impl Context {
             .allow_unreachable
             .map_or(0, |portion| portion.of(self.hosts.len()));
         let connected = match self.dry_connections() {
-            Some(connections) => Ok(run::Connected {
+            Some(connections) => Ok(executor::Connected {
                 connections: connections.into_iter().enumerate().collect(),
                 left_out: Vec::new(),
             }),
             None => {
-                run::connect_all(
+                executor::connect_all(
                     &self.hosts,
                     self.concurrency,
                     self.deployfile.connecting,
@@ -667,7 +683,7 @@ impl Context {
                 };
                 let result = self.blame_the_signal(work(context, &session).await);
                 self.set_busy("releasing the deploy lock");
-                let ending = self.changes_hosts().then(|| Ending::of(&result));
+                let ending = self.changes_hosts.then(|| Ending::of(&result));
                 session.unlock(ending.as_ref()).await;
                 if let Some(ending) = &ending {
                     self.set_busy("running the hooks");
@@ -687,7 +703,7 @@ impl Context {
     }
 
     /// This context without the hosts that were left out.
-    fn without(&self, left_out: &[run::ConnectFailure]) -> Context {
+    fn without(&self, left_out: &[executor::ConnectFailure]) -> Context {
         let mut narrowed = self.clone();
         narrowed
             .hosts
@@ -722,7 +738,7 @@ pub async fn main(cli: Cli) -> Result<(), Failed> {
         masker: Masker::default(),
     };
     match &cli.command {
-        Command::Init => return init::run(&cli.global.file).map_err(unmasked),
+        Command::Init => return init::command(&cli.global.file).map_err(unmasked),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut command, "deployr", &mut std::io::stdout());
@@ -730,9 +746,8 @@ pub async fn main(cli: Cli) -> Result<(), Failed> {
         }
         _ => {}
     }
-    let command = cli.command.name();
     let mut context =
-        Context::load(&cli.global, command, watch_interrupts()).map_err(|error| Failed {
+        Context::load(&cli.global, &cli.command, watch_interrupts()).map_err(|error| Failed {
             error,
             masker: Masker::default(),
         })?;
@@ -744,14 +759,14 @@ pub async fn main(cli: Cli) -> Result<(), Failed> {
             .as_ref()
             .map(|source| source.reference.as_str()));
         context.stand_in = Some(Arc::new(StandIn::new(
-            context.now,
+            context.invocation.now,
             reference.unwrap_or_default(),
             cli.command.named_release(),
         )));
     }
     let result = match &cli.command {
-        Command::Run { task } => task::run(&context, task).await,
-        Command::Check => check::run(&context).await,
+        Command::Run { task } => task::command(&context, task).await,
+        Command::Check => check::command(&context).await,
         Command::Prepare {
             reference, force, ..
         } => prepare::command(&context, reference.as_deref(), *force).await,

@@ -70,7 +70,7 @@ pub async fn prepare(
         .flat_map(|s| s.releases.iter().map(|(id, _)| id.as_str()));
     let mut info = ReleaseInfo {
         release: release.map_or_else(
-            || release_id::next_id(context.now, existing),
+            || release_id::next_id(context.invocation.now, existing),
             str::to_string,
         ),
         commit: String::new(),
@@ -142,7 +142,7 @@ pub async fn prepare(
         workspace_lock = None;
     }
     for step in &steps {
-        session.run(step).await?;
+        session.execute(step).await?;
         if matches!(step.kind, StepKind::Upload { .. }) {
             workspace_lock = None;
         }
@@ -160,7 +160,7 @@ pub async fn prepare(
         release: info.release,
         commit: info.commit,
         reference: info.reference,
-        time: context.timestamp.clone(),
+        time: context.invocation.timestamp.clone(),
     })
 }
 
@@ -179,7 +179,7 @@ fn release_steps(
     steps.extend(plan::prepare(
         deployfile,
         hosts,
-        &context.timestamp,
+        &context.invocation.timestamp,
         info,
         previous,
     )?);
@@ -203,7 +203,7 @@ pub(super) async fn resolve(
 ) -> Result<Resolved, Error> {
     let hosts = &context.hosts;
     let resolved = session
-        .run(&plan::resolve(
+        .execute(&plan::resolve(
             &context.deployfile,
             source,
             hosts,
@@ -249,7 +249,7 @@ async fn lock_workspace(
     session: &Session<'_>,
     workspace: &Workspace,
 ) -> Result<artifact::WorkspaceLock, Error> {
-    let mut cancel = context.cancel.clone();
+    let mut cancel = context.invocation.cancel.clone();
     let mut told = false;
     loop {
         let attempt = workspace.try_lock().map_err(|error| {
@@ -274,7 +274,7 @@ async fn lock_workspace(
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
             _ = cancel.cancelled() => {
-                let signal = context.stopped_by.get().copied().unwrap_or(Signal::Interrupt);
+                let signal = context.invocation.stopped_by.get().copied().unwrap_or(Signal::Interrupt);
                 return Err(Error::Interrupted(signal));
             }
         }
@@ -293,8 +293,14 @@ async fn build_and_pack(
 ) -> Result<Artifact, Error> {
     let deployfile = &context.deployfile;
     let source = source(context)?;
-    if let Some(step) = plan::build(deployfile, source, workspace, &context.timestamp, info)? {
-        session.run(&step).await?;
+    if let Some(step) = plan::build(
+        deployfile,
+        source,
+        workspace,
+        &context.invocation.timestamp,
+        info,
+    )? {
+        session.execute(&step).await?;
     }
     const PACK: &str = "pack";
     let events = &session.events;
@@ -351,8 +357,8 @@ async fn build_and_pack(
     events.step_finished(LOCAL, PACK, &outcome, started.elapsed());
     workspace.prune(deployfile.app.keep_releases);
     packed.map_err(|_| {
-        Error::StepFailed(vec![crate::run::StepFailure {
-            host: crate::run::Target::ThisMachine,
+        Error::StepFailed(vec![crate::executor::StepFailure {
+            host: crate::executor::Target::ThisMachine,
             step: PACK.into(),
             outcome,
         }])

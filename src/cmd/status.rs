@@ -158,7 +158,7 @@ pub async fn unlock(context: &Context, force: bool) -> Result<(), Error> {
         }
         let record = |host: usize| session.record(host, &Ending::ok());
         session
-            .run(&plan::force_unlock(&context.hosts, &held, &record)?)
+            .execute(&plan::force_unlock(&context.hosts, &held, &record)?)
             .await?;
         for &i in &held {
             let what = match (&states[i].lock, &states[i].lock_malformed) {

@@ -5,7 +5,7 @@ use crate::error::Error;
 use crate::inventory::nearest;
 use crate::plan;
 
-pub async fn run(context: &Context, name: &str) -> Result<(), Error> {
+pub async fn command(context: &Context, name: &str) -> Result<(), Error> {
     let deployfile = &context.deployfile;
     let Some(task) = deployfile.task(name) else {
         let names: Vec<&str> = deployfile
@@ -27,7 +27,7 @@ pub async fn run(context: &Context, name: &str) -> Result<(), Error> {
         deployfile,
         context.hosts.clone(),
         std::slice::from_ref(&task.step),
-        &context.timestamp,
+        &context.invocation.timestamp,
     )?;
     context
         .with_session(async |_, session| {
@@ -35,7 +35,7 @@ pub async fn run(context: &Context, name: &str) -> Result<(), Error> {
                 session.lock(&format!("run {name}")).await?;
             }
             for step in &plan.steps {
-                session.run(step).await?;
+                session.execute(step).await?;
             }
             Ok(())
         })

@@ -16,7 +16,7 @@ use crate::deployfile::Connecting;
 use crate::events::{EventKind, Events, Source};
 use crate::inventory::LOCAL;
 use crate::inventory::{HOUSEKEEPING_TIMEOUT, Host, TRANSFER_TIMEOUT};
-use crate::plan::{Destination, Plan, PlannedRun, PlannedStep, StepKind};
+use crate::plan::{Destination, HostScript, Plan, PlannedStep, StepKind};
 use crate::remote::command::Interpreter;
 use crate::remote::stand_in::Read;
 use crate::transport::{Cancel, Outcome, Sink, Stream};
@@ -511,7 +511,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 async fn execute_armed(
     hosts: &[Host],
     step: &PlannedStep,
-    runs: &[PlannedRun],
+    runs: &[HostScript],
     connections: &[Arc<Connection>],
     limit: usize,
     cancel: &Cancel,
