@@ -1,7 +1,7 @@
-//! Parallel execution of a plan. Steps run in order; each step runs on all its hosts at once
-//! (within the concurrency limits) and the next starts only when it has finished everywhere, so
-//! `once` steps and cross-host ordering are well defined. Nothing here prints: every start, line
-//! and result is an event for the reporter.
+//! Connecting to the hosts, and running one step on all its hosts at once (within the
+//! concurrency limits). A command's session runs its steps one after another, the next only
+//! when the last has finished everywhere, so `once` steps and cross-host ordering are well
+//! defined. Nothing here prints: every start, line and result is an event for the reporter.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +16,7 @@ use crate::deployfile::Connecting;
 use crate::events::{EventKind, Events, Source};
 use crate::inventory::LOCAL;
 use crate::inventory::{HOUSEKEEPING_TIMEOUT, Host, TRANSFER_TIMEOUT};
-use crate::plan::{Destination, HostScript, Plan, PlannedStep, StepKind};
+use crate::plan::{Destination, HostScript, PlannedStep, StepKind};
 use crate::remote::command::Interpreter;
 use crate::remote::stand_in::Read;
 use crate::transport::{Cancel, Outcome, Sink, Stream};
@@ -221,32 +221,6 @@ pub struct HostResult {
     pub stdout: Vec<String>,
     /// An armed step's host was told to act: it may have acted even if it failed to say so.
     pub fired: bool,
-}
-
-/// Runs every step of the plan. A failing step finishes on every host before the run stops,
-/// and every host that failed it is returned.
-pub async fn execute(
-    plan: &Plan,
-    connections: &[Arc<Connection>],
-    here: &Connection,
-    concurrency: usize,
-    cancel: &Cancel,
-    events: &Events,
-) -> Result<(), Vec<StepFailure>> {
-    for step in &plan.steps {
-        let results = execute_step(
-            &plan.hosts,
-            step,
-            connections,
-            here,
-            concurrency,
-            cancel,
-            events,
-        )
-        .await;
-        failures(&plan.hosts, step, &results)?;
-    }
-    Ok(())
 }
 
 /// The hosts where a step failed, as an error.

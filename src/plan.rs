@@ -16,13 +16,6 @@ use crate::template::Values;
 pub use crate::shell::QuoteError;
 
 #[derive(Debug, Clone)]
-pub struct Plan {
-    /// The selected hosts, in deployfile order; runs refer to them by index.
-    pub hosts: Vec<Host>,
-    pub steps: Vec<PlannedStep>,
-}
-
-#[derive(Debug, Clone)]
 pub struct PlannedStep {
     pub name: String,
     pub timeout: Option<Duration>,
@@ -82,14 +75,6 @@ impl PlannedStep {
         }
     }
 
-    /// The scripts it runs on hosts, one per host; none for a local step or an upload.
-    pub fn runs(&self) -> &[HostScript] {
-        match &self.kind {
-            StepKind::Remote { runs, .. } | StepKind::Armed { runs } => runs,
-            StepKind::Local { .. } | StepKind::Upload { .. } => &[],
-        }
-    }
-
     pub fn is_local(&self) -> bool {
         matches!(self.kind, StepKind::Local { .. })
     }
@@ -130,10 +115,10 @@ pub fn hosts_for(step_roles: Option<&[String]>, once: bool, hosts: &[Host]) -> V
 /// Steps that run in `current_path` (tasks and checks), on the hosts their roles select.
 pub fn in_current(
     deployfile: &Deployfile,
-    hosts: Vec<Host>,
+    hosts: &[Host],
     steps: &[Step],
     timestamp: &str,
-) -> Result<Plan, QuoteError> {
+) -> Result<Vec<PlannedStep>, QuoteError> {
     let mut planned = Vec::new();
     for step in steps {
         if step.local {
@@ -142,7 +127,7 @@ pub fn in_current(
             continue;
         }
         let mut runs = Vec::new();
-        for index in hosts_for(step.roles.as_deref(), step.once, &hosts) {
+        for index in hosts_for(step.roles.as_deref(), step.once, hosts) {
             let host = &hosts[index];
             let values = host.values(&deployfile.app.name, timestamp);
             let command = step.command.render(&values);
@@ -162,10 +147,7 @@ pub fn in_current(
             ..PlannedStep::new(&step.name, in_login_shell(runs))
         });
     }
-    Ok(Plan {
-        hosts,
-        steps: planned,
-    })
+    Ok(planned)
 }
 
 /// What a release step knows about the release; placeholders such as `<commit>` in a dry run,

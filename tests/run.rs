@@ -368,6 +368,47 @@ fn check_reports_every_host_and_changes_nothing() {
     assert_eq!(before, after);
 }
 
+/// One host whose sshd is down: `check` still probes the others (in one session, in
+/// deployfile order), names the dead one in the table, runs no `[[check]]` anywhere, exits 3.
+#[test]
+fn check_probes_the_reachable_hosts_and_names_an_unreachable_one() {
+    let mut fleet = Fleet::start(3);
+    let marker = fleet.dir.path().join("service-checked");
+    let file = fleet.deployfile(
+        &[],
+        &format!(
+            "[[check]]\nname = \"service\"\nrun = \"touch {}\"\n",
+            marker.display()
+        ),
+    );
+    fleet.hosts[1].kill();
+    let started = std::time::Instant::now();
+    let run = fleet.deployr(&["-f", file.to_str().unwrap(), "check"]);
+    run.expect_code(3);
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    let rows: Vec<&str> = ["web1", "web2", "web3"]
+        .iter()
+        .map(|name| {
+            run.stdout
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no row for {name}: {}", run.stdout))
+        })
+        .collect();
+    assert!(rows[0].contains("writable"), "{}", rows[0]);
+    assert!(rows[1].contains("FAILED: unreachable"), "{}", rows[1]);
+    assert!(rows[2].contains("writable"), "{}", rows[2]);
+    let order: Vec<usize> = rows
+        .iter()
+        .map(|row| run.stdout.find(row).unwrap())
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{}", run.stdout);
+    assert!(
+        !marker.exists(),
+        "no [[check]] runs while a host is unreachable"
+    );
+}
+
 #[test]
 fn check_fails_when_a_service_check_fails() {
     let fleet = Fleet::start(2);

@@ -23,9 +23,9 @@ pub async fn command(context: &Context, name: &str) -> Result<(), Error> {
             deployfile.path.display()
         )));
     };
-    let plan = plan::in_current(
+    let steps = plan::in_current(
         deployfile,
-        context.hosts.clone(),
+        &context.hosts,
         std::slice::from_ref(&task.step),
         &context.invocation.timestamp,
     )?;
@@ -34,7 +34,7 @@ pub async fn command(context: &Context, name: &str) -> Result<(), Error> {
             if task.lock {
                 session.lock(&format!("run {name}")).await?;
             }
-            for step in &plan.steps {
+            for step in &steps {
                 session.execute(step).await?;
             }
             Ok(())

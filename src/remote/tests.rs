@@ -345,9 +345,8 @@ timeout = "5s"
     let timestamp = RELEASE;
     let token = "0123456789abcdef";
     let all: Vec<usize> = (0..hosts.len()).collect();
-    let plan =
-        crate::plan::in_current(&deployfile, hosts.clone(), &deployfile.checks, timestamp).unwrap();
-    let mut steps = plan.steps;
+    let mut steps =
+        crate::plan::in_current(&deployfile, &hosts, &deployfile.checks, timestamp).unwrap();
     steps.push(crate::plan::state(&hosts).unwrap());
     steps.push(crate::plan::lock(&hosts, &format!("deploy@laptop pid=1 token={token}")).unwrap());
     steps.push(
@@ -392,7 +391,13 @@ timeout = "5s"
     );
     let mut out = String::new();
     for step in steps {
-        for run in step.runs() {
+        let runs = match &step.kind {
+            crate::plan::StepKind::Remote { runs, .. } | crate::plan::StepKind::Armed { runs } => {
+                runs.as_slice()
+            }
+            _ => &[],
+        };
+        for run in runs {
             out.push_str(&format!(
                 "### {} on {}\n{}\n\n",
                 step.name, hosts[run.host].name, run.script
