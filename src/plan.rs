@@ -7,6 +7,7 @@ use crate::artifact::{Artifact, Workspace};
 use crate::deployfile::{ActivateStep, Deployfile, Source, Step, Strategy};
 use crate::inventory::{Host, TRANSFER_TIMEOUT};
 use crate::release;
+use crate::release_id::ReleaseId;
 use crate::remote::command::{self, Interpreter, WorkDir};
 use crate::remote::stand_in::Read;
 use crate::remote::{self, code, fetch};
@@ -150,11 +151,10 @@ pub fn in_current(
     Ok(planned)
 }
 
-/// What a release step knows about the release; placeholders such as `<commit>` in a dry run,
-/// where nothing has been resolved yet.
+/// What a release step knows about the release.
 #[derive(Debug, Clone)]
 pub struct ReleaseInfo {
-    pub release: String,
+    pub release: ReleaseId,
     pub commit: String,
     pub reference: String,
 }
@@ -168,7 +168,7 @@ pub fn release_values(
     previous: Option<&str>,
 ) -> Values {
     let mut values = host.values(&deployfile.app.name, timestamp);
-    values.set("release", &info.release);
+    values.set("release", info.release.as_str());
     values.set("release_path", release::release_path(host, &info.release));
     values.set("previous_release", previous.unwrap_or_default());
     values.set("commit", &info.commit);
@@ -191,7 +191,7 @@ pub fn local_values(
         values.set(name, template.render(&builtins));
     }
     if let Some((info, previous)) = release {
-        values.set("release", &info.release);
+        values.set("release", info.release.as_str());
         values.set("commit", &info.commit);
         values.set("ref", &info.reference);
         values.set("previous_release", previous.unwrap_or_default());
@@ -561,7 +561,7 @@ pub fn prepare(
 pub fn switch(
     hosts: &[Host],
     on: &[usize],
-    release: &str,
+    release: &ReleaseId,
     previous: &[Option<String>],
 ) -> Result<PlannedStep, QuoteError> {
     let step = own_step("switch", hosts, on.iter().copied(), None, |index, host| {
@@ -666,7 +666,7 @@ pub fn healthcheck(
 pub fn finish(
     hosts: &[Host],
     on: &[usize],
-    release: &str,
+    release: &ReleaseId,
     record: &dyn Fn(usize) -> String,
     prune: &dyn Fn(usize) -> Vec<String>,
     unlock: Option<&str>,

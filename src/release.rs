@@ -6,15 +6,16 @@ use std::collections::BTreeSet;
 
 use crate::history::Record;
 use crate::inventory::Host;
+use crate::release_id::ReleaseId;
 
 pub fn release_path(host: &Host, id: &str) -> String {
     format!("{}/releases/{id}", host.deploy_to)
 }
 
 /// What `prepare` records on a host once everything there succeeded.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared {
-    pub release: String,
+    pub release: ReleaseId,
     pub commit: String,
     pub reference: String,
     pub time: String,
@@ -75,7 +76,10 @@ impl HostState {
     pub fn is_complete(&self, release: &str) -> bool {
         self.has_release(release)
             && (self.ready.contains(release)
-                || self.prepared.as_ref().is_some_and(|p| p.release == release)
+                || self
+                    .prepared
+                    .as_ref()
+                    .is_some_and(|p| p.release.as_str() == release)
                 || self.current.as_deref() == Some(release)
                 || self
                     .history
@@ -149,8 +153,10 @@ mod tests {
             previous = Some(id.to_string());
         }
         state.prepared = Some(Prepared {
-            release: ids[4].into(),
-            ..Prepared::default()
+            release: ReleaseId::parse(ids[4]).unwrap(),
+            commit: String::new(),
+            reference: String::new(),
+            time: String::new(),
         });
         // Activating 4 again after a rollback to 3: keep 4 (current) and 3 (previous).
         assert_eq!(state.prunable(ids[3], Some(ids[2]), 1), [ids[0], ids[1]]);

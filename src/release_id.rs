@@ -30,6 +30,45 @@ pub fn next_id<'a>(
     }
 }
 
+/// A release id that has been checked. Ids name directories on every host and are put into
+/// scripts, so the only ways to have one are to make it here ([`ReleaseId::after`]) or to
+/// check text ([`ReleaseId::parse`]); the code that builds scripts takes nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReleaseId(String);
+
+impl ReleaseId {
+    pub fn parse(text: &str) -> Result<ReleaseId, InvalidId> {
+        validate_id(text)?;
+        Ok(ReleaseId(text.to_string()))
+    }
+
+    /// The id for a new release: see [`next_id`].
+    pub fn after<'a>(
+        now: chrono::DateTime<chrono::Utc>,
+        existing: impl IntoIterator<Item = &'a str>,
+    ) -> ReleaseId {
+        ReleaseId(next_id(now, existing))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for ReleaseId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ReleaseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("`{0}` is not a release id; ids look like 20261124T154100Z (see `deployr releases`)")]
 pub struct InvalidId(pub String);

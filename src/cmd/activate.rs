@@ -12,7 +12,7 @@ use crate::events::{EventKind, Wave};
 use crate::executor::{self, StepFailure, Target};
 use crate::plan::{self, ReleaseInfo};
 use crate::release::HostState;
-use crate::release_id;
+use crate::release_id::ReleaseId;
 use crate::transport::Outcome;
 
 pub async fn command(
@@ -20,27 +20,23 @@ pub async fn command(
     release: Option<&str>,
     canary: Option<Portion>,
 ) -> Result<(), Error> {
-    if let Some(id) = release {
-        release_id::validate_id(id)?;
-    }
+    let release = release.map(ReleaseId::parse).transpose()?;
     canaries(context, canary)?;
     context
         .with_session(async |context, session| {
             let states = session.lock("activate").await?;
             session.service_checks().await?;
-            activate(context, session, states, release, canary).await
+            activate(context, session, states, release.as_ref(), canary).await
         })
         .await
 }
 
 pub async fn rollback_command(context: &Context, to: Option<&str>) -> Result<(), Error> {
-    if let Some(id) = to {
-        release_id::validate_id(id)?;
-    }
+    let to = to.map(ReleaseId::parse).transpose()?;
     context
         .with_session(async |context, session| {
             let states = session.lock("rollback").await?;
-            rollback(context, session, states, to).await
+            rollback(context, session, states, to.as_ref()).await
         })
         .await
 }
@@ -215,14 +211,14 @@ pub async fn activate(
     context: &Context,
     session: &Session<'_>,
     states: Vec<HostState>,
-    requested: Option<&str>,
+    requested: Option<&ReleaseId>,
     canary: Option<Portion>,
 ) -> Result<(), Error> {
     refuse_directories(context, &states)?;
     let canary = canaries(context, canary)?;
     let mut previous: Vec<Option<String>> = states.iter().map(|s| s.current.clone()).collect();
     if let Some(unfinished) = unfinished(context, &states)? {
-        if requested.is_some_and(|id| id != unfinished.release) {
+        if requested.is_some_and(|id| id.as_str() != unfinished.release) {
             return Err(Error::Refused(format!(
                 "an activation of {} was switched on {} but never finished (its deployr stopped); finish it with `deployr activate` or undo it with `deployr rollback` first. Nothing was changed",
                 unfinished.release,
@@ -246,7 +242,7 @@ pub async fn activate(
                 .as_ref()
                 .and_then(|journal| journal.previous.clone());
         }
-        let info = release_info(&states, &unfinished.release);
+        let info = release_info(&states, &ReleaseId::parse(&unfinished.release)?);
         session.about(&info, &previous);
         let switch = Switch {
             info: &info,
@@ -257,8 +253,8 @@ pub async fn activate(
         };
         return switch_all(context, session, &states, switch, Instant::now()).await;
     }
-    let target = choose_target(context, &states, requested)?;
-    let info = release_info(&states, &target);
+    let target = choose_target(context, &states, requested.map(ReleaseId::as_str))?;
+    let info = release_info(&states, &ReleaseId::parse(&target)?);
     session.about(&info, &previous);
     let started = Instant::now();
     for step in plan::activate_steps(
@@ -282,10 +278,10 @@ pub async fn activate(
 }
 
 /// The commit and ref of `release`, from a host's prepared marker or its release list.
-pub(super) fn release_info(states: &[HostState], release: &str) -> ReleaseInfo {
+pub(super) fn release_info(states: &[HostState], release: &ReleaseId) -> ReleaseInfo {
     let prepared = states
         .iter()
-        .find_map(|s| s.prepared.as_ref().filter(|p| p.release == release));
+        .find_map(|s| s.prepared.as_ref().filter(|p| p.release == *release));
     ReleaseInfo {
         commit: prepared.map_or_else(
             || {
@@ -298,7 +294,7 @@ pub(super) fn release_info(states: &[HostState], release: &str) -> ReleaseInfo {
             |p| p.commit.clone(),
         ),
         reference: prepared.map(|p| p.reference.clone()).unwrap_or_default(),
-        release: release.to_string(),
+        release: release.clone(),
     }
 }
 
@@ -308,7 +304,7 @@ pub async fn rollback(
     context: &Context,
     session: &Session<'_>,
     states: Vec<HostState>,
-    to: Option<&str>,
+    to: Option<&ReleaseId>,
 ) -> Result<(), Error> {
     refuse_directories(context, &states)?;
     let unfinished = unfinished(context, &states)?;
@@ -322,7 +318,7 @@ pub async fn rollback(
     };
     let info = ReleaseInfo {
         reference: String::new(),
-        ..release_info(&states, &target)
+        ..release_info(&states, &ReleaseId::parse(&target)?)
     };
     let previous: Vec<Option<String>> = states.iter().map(|s| s.current.clone()).collect();
     session.about(&info, &previous);
@@ -530,7 +526,7 @@ pub(super) async fn switch_all(
         session.events.send_in(
             wave,
             EventKind::Activated {
-                release: info.release.clone(),
+                release: info.release.to_string(),
                 hosts: live,
                 window,
                 skew,
@@ -538,7 +534,7 @@ pub(super) async fn switch_all(
         );
     }
     executor::failures(hosts, &finish, &results).map_err(|failures| Error::Unrecorded {
-        release: info.release.clone(),
+        release: info.release.to_string(),
         failures,
     })
 }
@@ -698,7 +694,7 @@ async fn restore(
         rerun_after_switch(context, session, states, &back, previous, failed, &failures).await;
     if why.is_empty() {
         return Error::RolledBack {
-            release: failed.release.clone(),
+            release: failed.release.to_string(),
             failures,
             restore_failures,
         };
@@ -726,7 +722,7 @@ async fn restore(
     // may remove it, and the journal tells `rollback` where each host goes back to.
     let rerun = &context.rerun;
     Error::Diverged {
-        release: failed.release.clone(),
+        release: failed.release.to_string(),
         failures,
         left,
         back: back.iter().map(|&i| hosts[i].name.clone()).collect(),
@@ -747,9 +743,11 @@ async fn rerun_after_switch(
 ) -> Vec<StepFailure> {
     let hosts = &context.hosts;
     let mut restore_failures = Vec::new();
-    let mut by_release: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    // A host that served no release, or something that is no release id, has no steps to
+    // run again.
+    let mut by_release: BTreeMap<ReleaseId, Vec<usize>> = BTreeMap::new();
     for &host in back {
-        if let Some(release) = previous[host].as_deref() {
+        if let Some(Ok(release)) = previous[host].as_deref().map(ReleaseId::parse) {
             by_release.entry(release).or_default().push(host);
         }
     }
@@ -758,7 +756,7 @@ async fn rerun_after_switch(
     for (release, group) in &by_release {
         let info = release_info(states, release);
         let before: Vec<Option<String>> = (0..hosts.len())
-            .map(|_| Some(failed.release.clone()))
+            .map(|_| Some(failed.release.to_string()))
             .collect();
         let steps = match plan::activate_steps(
             &context.deployfile,

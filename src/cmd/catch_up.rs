@@ -10,11 +10,12 @@ use super::status::majority;
 use super::{Context, Session};
 use crate::error::Error;
 use crate::release::HostState;
+use crate::release_id::ReleaseId;
 
 /// What the survey of every selected host found: the release to catch up to, its commit, and
 /// the hosts that are not on it.
 struct Drift {
-    release: String,
+    release: ReleaseId,
     commit: String,
     behind: Vec<String>,
 }
@@ -103,7 +104,7 @@ async fn survey(context: &Context, session: &Session<'_>) -> Result<Option<Drift
         listed.join(", ")
     ));
     Ok(Some(Drift {
-        release: release.to_string(),
+        release: ReleaseId::parse(release)?,
         commit,
         behind: behind.into_iter().map(|(name, _)| name).collect(),
     }))
@@ -118,7 +119,7 @@ async fn catch_up(
     mut states: Vec<HostState>,
     drift: &Drift,
 ) -> Result<(), Error> {
-    let release = drift.release.as_str();
+    let release = &drift.release;
     let missing = states.iter().filter(|s| !s.has_release(release)).count();
     let incomplete: Vec<&str> = context
         .hosts
@@ -153,7 +154,7 @@ async fn catch_up(
         for state in &mut states {
             state
                 .releases
-                .push((prepared.release.clone(), prepared.commit.clone()));
+                .push((prepared.release.to_string(), prepared.commit.clone()));
             state.prepared = Some(prepared.clone());
         }
     }

@@ -345,7 +345,7 @@ async fn deploy(
             // What prepare just wrote, without reading every host again.
             for state in &mut states {
                 if !state.has_release(&prepared.release) {
-                    let release = (prepared.release.clone(), prepared.commit.clone());
+                    let release = (prepared.release.to_string(), prepared.commit.clone());
                     state.releases.push(release);
                 }
                 state.prepared = Some(prepared.clone());

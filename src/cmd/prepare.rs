@@ -8,7 +8,7 @@ use crate::inventory::LOCAL;
 use crate::plan::{self, PlannedStep, ReleaseInfo, StepKind};
 use crate::refname;
 use crate::release::{HostState, Prepared};
-use crate::release_id;
+use crate::release_id::ReleaseId;
 use crate::transport::{Outcome, Signal, Stream};
 
 pub async fn command(context: &Context, reference: Option<&str>, force: bool) -> Result<(), Error> {
@@ -50,7 +50,7 @@ pub async fn prepare(
     states: &[HostState],
     reference: Option<&str>,
     force: bool,
-    release: Option<&str>,
+    release: Option<&ReleaseId>,
 ) -> Result<Prepared, Error> {
     let deployfile = &context.deployfile;
     let hosts = &context.hosts;
@@ -70,8 +70,8 @@ pub async fn prepare(
         .flat_map(|s| s.releases.iter().map(|(id, _)| id.as_str()));
     let mut info = ReleaseInfo {
         release: release.map_or_else(
-            || release_id::next_id(context.invocation.now, existing),
-            str::to_string,
+            || ReleaseId::after(context.invocation.now, existing),
+            ReleaseId::clone,
         ),
         commit: String::new(),
         reference,

@@ -369,7 +369,7 @@ impl<'a> Session<'a> {
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             id: context.invocation.token.clone(),
             command: context.command.clone(),
-            release: subject.as_ref().map(|s| s.info.release.clone()),
+            release: subject.as_ref().map(|s| s.info.release.to_string()),
             commit: subject.as_ref().and_then(|s| non_empty(&s.info.commit)),
             reference: subject.as_ref().and_then(|s| non_empty(&s.info.reference)),
             previous: subject.and_then(|s| s.previous.get(host).cloned().flatten()),

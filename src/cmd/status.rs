@@ -29,7 +29,7 @@ pub async fn status(context: &Context) -> Result<(), Error> {
         for (host, state) in context.hosts.iter().zip(states) {
             let short = |commit: &str| commit.chars().take(12).collect::<String>();
             let commit = state.current.as_deref().and_then(|c| state.commit_of(c));
-            let prepared = state.prepared.as_ref().map(|p| p.release.clone());
+            let prepared = state.prepared.as_ref().map(|p| p.release.to_string());
             session.events.send(EventKind::Probed {
                 host: host.name.clone(),
                 facts: vec![
@@ -77,7 +77,11 @@ pub async fn releases(context: &Context) -> Result<(), Error> {
                 if state.previous() == Some(id) {
                     marks.push("previous");
                 }
-                if state.prepared.as_ref().is_some_and(|p| &p.release == id) {
+                if state
+                    .prepared
+                    .as_ref()
+                    .is_some_and(|p| p.release.as_str() == id)
+                {
                     marks.push("prepared");
                 }
                 if !state.is_complete(id) {

@@ -4,6 +4,7 @@
 
 use crate::deployfile::App;
 use crate::inventory::Host;
+use crate::release_id::ReleaseId;
 use crate::remote::fetch::{self, Wanted};
 use crate::remote::{prepared, shared};
 use crate::shell::{QuoteError, Script, fail, quote, sh, text};
@@ -21,7 +22,7 @@ pub fn from_git(
     app: &App,
     repo: &str,
     repo_tree: Option<&str>,
-    release: &str,
+    release: &ReleaseId,
     commit: &str,
     fetch: bool,
 ) -> Result<String, QuoteError> {
@@ -58,7 +59,7 @@ pub fn from_git(
 pub fn from_artifact(
     host: &Host,
     app: &App,
-    release: &str,
+    release: &ReleaseId,
     commit: &str,
     sha256: &str,
 ) -> Result<String, QuoteError> {

@@ -2,6 +2,7 @@
 //! trip.
 
 use crate::inventory::Host;
+use crate::release_id::ReleaseId;
 use crate::remote::protocol::prepared as key;
 use crate::remote::{history, lock};
 use crate::shell::{QuoteError, Script, join, quote};
@@ -11,7 +12,7 @@ use crate::shell::{QuoteError, Script, join, quote};
 /// (`prune`) and, with `unlock` (our lock token), releases the deploy lock.
 pub fn script(
     host: &Host,
-    release: &str,
+    release: &ReleaseId,
     record: &str,
     prune: &[String],
     unlock: Option<&str>,

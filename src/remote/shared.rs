@@ -2,6 +2,7 @@
 
 use crate::deployfile::App;
 use crate::inventory::Host;
+use crate::release_id::ReleaseId;
 use crate::shell::{QuoteError, Script, fail, quote, sh, text};
 
 /// In `deploy_to`: links the shared paths into `releases/<release>`.
@@ -11,7 +12,7 @@ use crate::shell::{QuoteError, Script, fail, quote, sh, text};
 /// removed, every directory on the way to a shared path that is a symlink must resolve inside
 /// the release, or the host fails naming the link. A shared path that is itself a symlink is
 /// fine: `rm -rf` removes the link, not what it points to.
-pub(super) fn link(host: &Host, app: &App, release: &str) -> Result<Script, QuoteError> {
+pub(super) fn link(host: &Host, app: &App, release: &ReleaseId) -> Result<Script, QuoteError> {
     let mut s = Script::new();
     s.line(
         "r=$(cd {} && pwd -P) || exit 1",

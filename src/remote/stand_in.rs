@@ -138,7 +138,10 @@ mod tests {
             Some(new_id(now - chrono::Duration::days(2)).as_str())
         );
         let prepared = state.prepared.as_ref().expect("a prepared release");
-        assert_eq!(prepared.release, new_id(now - chrono::Duration::hours(1)));
+        assert_eq!(
+            prepared.release.as_str(),
+            new_id(now - chrono::Duration::hours(1))
+        );
         assert!(state.is_complete(&prepared.release));
         assert!(state.is_complete(&named));
         assert!(state.lock.is_none() && !state.lock_taken);

@@ -3,7 +3,7 @@
 use crate::history::Record;
 use crate::inventory::Host;
 use crate::release::{HostState, Journal, Prepared};
-use crate::release_id::validate_id;
+use crate::release_id::{ReleaseId, validate_id};
 use crate::remote::protocol::{journal, prepared, state as key};
 use crate::shell::{QuoteError, Script, Sh, quote};
 
@@ -79,7 +79,8 @@ pub(super) fn read(host: &Host) -> Result<Script, QuoteError> {
 /// Reads what [`script`] (or the lock script, which ends with it) printed.
 pub fn parse(lines: &[String]) -> HostState {
     let mut state = HostState::default();
-    let mut marker = Prepared::default();
+    // release, commit, ref, time
+    let mut marker: [String; 4] = Default::default();
     let mut activation = Journal {
         release: String::new(),
         previous: None,
@@ -90,10 +91,10 @@ pub fn parse(lines: &[String]) -> HostState {
         };
         if let Some(name) = name.strip_prefix(key::PREPARED_PREFIX) {
             let field = match name {
-                prepared::RELEASE => &mut marker.release,
-                prepared::COMMIT => &mut marker.commit,
-                prepared::REF => &mut marker.reference,
-                prepared::TIME => &mut marker.time,
+                prepared::RELEASE => &mut marker[0],
+                prepared::COMMIT => &mut marker[1],
+                prepared::REF => &mut marker[2],
+                prepared::TIME => &mut marker[3],
                 _ => continue,
             };
             *field = value.to_string();
@@ -140,8 +141,14 @@ pub fn parse(lines: &[String]) -> HostState {
             _ => {}
         }
     }
-    if validate_id(&marker.release).is_ok() {
-        state.prepared = Some(marker);
+    let [release, commit, reference, time] = marker;
+    if let Ok(release) = ReleaseId::parse(&release) {
+        state.prepared = Some(Prepared {
+            release,
+            commit,
+            reference,
+            time,
+        });
     }
     if validate_id(&activation.release).is_ok() {
         state.activating = Some(activation);

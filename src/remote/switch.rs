@@ -9,11 +9,12 @@
 
 use crate::inventory::Host;
 use crate::release::release_path;
+use crate::release_id::ReleaseId;
 use crate::remote::protocol::{self, journal};
 use crate::shell::{QuoteError, Script, Sh, fail, quote, sh, text};
 
 /// The journal's contents for an activation of `release` on a host that served `previous`.
-fn journal_body(release: &str, previous: Option<&str>) -> String {
+fn journal_body(release: &ReleaseId, previous: Option<&str>) -> String {
     format!(
         "{}={release}\n{}={}\n",
         journal::RELEASE,
@@ -42,7 +43,11 @@ const RENAME: &str =
 /// The switch itself is a rename(2) over `current` (never a moment without it), checked with
 /// `readlink`. If `go` never comes, the temporary link and the journal are removed and nothing
 /// changed.
-pub fn armed(host: &Host, release: &str, previous: Option<&str>) -> Result<String, QuoteError> {
+pub fn armed(
+    host: &Host,
+    release: &ReleaseId,
+    previous: Option<&str>,
+) -> Result<String, QuoteError> {
     let target = quote(&release_path(host, release), "the release path")?;
     let id = quote(release, "the release")?;
     let word = |w: &str| quote(w, "a protocol word");

@@ -2,6 +2,7 @@
 //! every shell that may read it; and a snapshot of the scripts for one deployfile, so that a
 //! change to what runs on hosts shows in review.
 
+use crate::release_id::ReleaseId;
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -33,6 +34,10 @@ const AWKWARD: &[&str] = &[
 const SHELLS: &[&str] = &["sh", "dash", "bash", "zsh"];
 
 const RELEASE: &str = "20261124T154100Z";
+
+fn id(text: &str) -> ReleaseId {
+    ReleaseId::parse(text).unwrap()
+}
 const PREVIOUS: &str = "20261124T154000Z";
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 const SHA256: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
@@ -96,7 +101,7 @@ fn every_script(awkward: &str) -> Vec<(String, String)> {
     let owner = format!("deployr by me@{awkward} pid=1 token=abc");
     let record = format!("{{\"by\":\"{awkward}\"}}");
     let marker = Prepared {
-        release: RELEASE.into(),
+        release: id(RELEASE),
         commit: COMMIT.into(),
         reference: reference.clone(),
         time: RELEASE.into(),
@@ -124,28 +129,42 @@ fn every_script(awkward: &str) -> Vec<(String, String)> {
         ),
         (
             "code from git, fetching",
-            code::from_git(&host, &app, &repo, Some(awkward), RELEASE, COMMIT, true),
+            code::from_git(
+                &host,
+                &app,
+                &repo,
+                Some(awkward),
+                &id(RELEASE),
+                COMMIT,
+                true,
+            ),
         ),
         (
             "code from git",
-            code::from_git(&host, &app, &repo, None, RELEASE, COMMIT, false),
+            code::from_git(&host, &app, &repo, None, &id(RELEASE), COMMIT, false),
         ),
         (
             "code from an artifact",
-            code::from_artifact(&host, &app, RELEASE, COMMIT, SHA256),
+            code::from_artifact(&host, &app, &id(RELEASE), COMMIT, SHA256),
         ),
         ("prepared", prepared::mark(&host, &marker)),
-        ("switch", switch::armed(&host, RELEASE, Some(PREVIOUS))),
-        ("first switch", switch::armed(&host, RELEASE, None)),
+        ("switch", switch::armed(&host, &id(RELEASE), Some(PREVIOUS))),
+        ("first switch", switch::armed(&host, &id(RELEASE), None)),
         ("switch back", switch::back(&host, Some(PREVIOUS))),
         ("switch back to nothing", switch::back(&host, None)),
         (
             "finish",
-            finish::script(&host, RELEASE, &record, &[PREVIOUS.into()], Some("abc")),
+            finish::script(
+                &host,
+                &id(RELEASE),
+                &record,
+                &[PREVIOUS.into()],
+                Some("abc"),
+            ),
         ),
         (
             "finish, nothing to prune",
-            finish::script(&host, RELEASE, &record, &[], None),
+            finish::script(&host, &id(RELEASE), &record, &[], None),
         ),
         ("diff", diff::on_host(&host, COMMIT, &reference)),
         ("probe", check::probe(&host, false)),
@@ -337,7 +356,7 @@ timeout = "5s"
     let hosts = deployfile.hosts.clone();
     let source = deployfile.source.clone().unwrap();
     let info = crate::plan::ReleaseInfo {
-        release: RELEASE.into(),
+        release: id(RELEASE),
         commit: COMMIT.into(),
         reference: "main".into(),
     };
@@ -365,7 +384,7 @@ timeout = "5s"
         crate::plan::activate_steps(&deployfile, &hosts, false, timestamp, &info, &previous)
             .unwrap(),
     );
-    steps.push(crate::plan::switch(&hosts, &all, RELEASE, &previous).unwrap());
+    steps.push(crate::plan::switch(&hosts, &all, &id(RELEASE), &previous).unwrap());
     steps.extend(
         crate::plan::activate_steps(&deployfile, &hosts, true, timestamp, &info, &previous)
             .unwrap(),
@@ -378,7 +397,7 @@ timeout = "5s"
         crate::plan::finish(
             &hosts,
             &all,
-            RELEASE,
+            &id(RELEASE),
             &|_| "{\"command\":\"activate\"}".into(),
             &|_| vec!["20261124T153900Z".into()],
             Some(token),
@@ -492,7 +511,7 @@ fn lock_switch_finish_and_back_work_in_dash_in_an_awkward_deploy_to() {
         (&without_perl, PREVIOUS, None),
         (&with_perl, RELEASE, Some(PREVIOUS)),
     ] {
-        let script = switch::armed(&host, to, previous).unwrap();
+        let script = switch::armed(&host, &id(to), previous).unwrap();
         let (ok, out, err) = dash(&script, "go\ndone\n", path);
         assert!(ok, "{err}");
         assert_eq!(out, "armed\nswitched\n");
@@ -507,7 +526,7 @@ fn lock_switch_finish_and_back_work_in_dash_in_an_awkward_deploy_to() {
     assert_eq!(journal.previous.as_deref(), Some(PREVIOUS));
 
     // Called off: nothing changes, the journal goes.
-    let script = switch::armed(&host, PREVIOUS, Some(RELEASE)).unwrap();
+    let script = switch::armed(&host, &id(PREVIOUS), Some(RELEASE)).unwrap();
     let (ok, out, err) = dash(&script, "stop\n", &without_perl);
     assert!(!ok);
     assert_eq!(out, "armed\n");
@@ -515,7 +534,7 @@ fn lock_switch_finish_and_back_work_in_dash_in_an_awkward_deploy_to() {
     assert_eq!(std::fs::read_link(root.join("current")).unwrap(), release);
 
     let record = "{\"command\":\"activate\"}";
-    let finish = finish::script(&host, RELEASE, record, &[], Some("abc")).unwrap();
+    let finish = finish::script(&host, &id(RELEASE), record, &[], Some("abc")).unwrap();
     let (ok, _, err) = dash(&finish, "", &without_perl);
     assert!(ok, "{err}");
     assert!(root.join(".deployr/lock").symlink_metadata().is_err());
@@ -565,7 +584,7 @@ fn an_artifact_is_checked_unpacked_and_linked_in_dash_in_an_awkward_deploy_to() 
     std::fs::write(artifacts.join(format!("{sha}.tar.gz")), &bytes).unwrap();
     std::fs::write(artifacts.join("old.tar.gz"), "old").unwrap();
 
-    let script = code::from_artifact(&host, &app, RELEASE, COMMIT, &sha).unwrap();
+    let script = code::from_artifact(&host, &app, &id(RELEASE), COMMIT, &sha).unwrap();
     let (ok, _, err) = dash(&script, "", &path);
     assert!(ok, "{err}");
     let release = root.join("releases").join(RELEASE);
@@ -587,7 +606,7 @@ fn an_artifact_is_checked_unpacked_and_linked_in_dash_in_an_awkward_deploy_to() 
     assert!(!artifacts.join("old.tar.gz").exists());
 
     let marker = Prepared {
-        release: RELEASE.into(),
+        release: id(RELEASE),
         commit: COMMIT.into(),
         reference: "main".into(),
         time: RELEASE.into(),
@@ -604,7 +623,7 @@ fn an_artifact_is_checked_unpacked_and_linked_in_dash_in_an_awkward_deploy_to() 
 
     // A damaged artifact is refused and removed.
     std::fs::write(artifacts.join(format!("{sha}.tar.gz")), "damaged").unwrap();
-    let script = code::from_artifact(&host, &app, RELEASE, COMMIT, &sha).unwrap();
+    let script = code::from_artifact(&host, &app, &id(RELEASE), COMMIT, &sha).unwrap();
     let (ok, _, err) = dash(&script, "", &path);
     assert!(!ok);
     assert!(err.contains("the uploaded artifact is damaged"), "{err}");
