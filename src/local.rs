@@ -11,7 +11,8 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
 use crate::lines::LineSplitter;
 use crate::remote::command::Interpreter;
-use crate::transport::{Cancel, Gate, Outcome, Sink, Stream, interrupted};
+use crate::remote::gate::Gate;
+use crate::transport::{Cancel, Outcome, Sink, Stream, interrupted};
 
 /// A started `sh -c`, read as it runs.
 pub struct Running {

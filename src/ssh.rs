@@ -21,7 +21,8 @@ use crate::inventory::{AddressFamily, Route, SshSettings};
 use crate::lines::LineSplitter;
 use crate::remote::command::Interpreter;
 use crate::remote::frame::{self, Marker};
-use crate::transport::{Cancel, Gate, Outcome, Sink, Stream, interrupted};
+use crate::remote::gate::Gate;
+use crate::transport::{Cancel, Outcome, Sink, Stream, interrupted};
 
 /// Uploads at once on one connection: with the host's shell and the channel opened ahead,
 /// below OpenSSH's `MaxSessions` default of 10 channels per connection.

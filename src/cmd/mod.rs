@@ -1,5 +1,6 @@
-//! One function per command: load and validate everything, build the plan, then hand it to the
-//! executor with a reporter watching.
+//! One module per command, and what they share: the [`Context`] (the configuration, validated
+//! once, and this invocation's run-time state) and the session (`session.rs`) that every
+//! command that works on hosts runs its steps in, with a reporter watching.
 
 mod activate;
 mod catch_up;

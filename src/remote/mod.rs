@@ -36,6 +36,7 @@ pub mod diff;
 pub mod fetch;
 pub mod finish;
 pub mod frame;
+pub mod gate;
 mod history;
 pub mod lock;
 pub mod prepared;
