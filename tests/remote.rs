@@ -177,15 +177,22 @@ fn hosts_whose_login_shell_is_tcsh_deploy_and_roll_back() {
     deploys_and_rolls_back_with("tcsh");
 }
 
+/// Three hosts whose login shell is bash, but web2's, which is `shell`.
+fn web2_in(shell: &str) -> Fleet {
+    Fleet::with_login_shells(&[("web1", "bash"), ("web2", shell), ("web3", "bash")])
+}
+
+/// [`web2_in`] with version 1 deployed everywhere.
+fn deployed_with_web2_in(shell: &str) -> Deploy {
+    let d = setup_on(web2_in(shell), "", "");
+    run_within(&d, &["--no-progress", "deploy"], BOUND).expect_code(0);
+    d
+}
+
 /// After a good first deploy, web2's start-up file `file` gets `text`; a deploy of version 2
 /// must then fail naming web2 and its start-up files, in bounded time, changing nothing.
 fn a_start_up_file_fails_the_deploy(shell: &str, file: &str, text: &str) {
-    let d = setup_on(
-        Fleet::with_login_shells(&[("web1", "bash"), ("web2", shell), ("web3", "bash")]),
-        "",
-        "",
-    );
-    run_within(&d, &["--no-progress", "deploy"], BOUND).expect_code(0);
+    let d = deployed_with_web2_in(shell);
     let before = d.currents();
     let history = d.history(1);
     d.repo.commit("2");
@@ -263,12 +270,7 @@ fn run_never_reports_ok_on_a_host_whose_bashrc_exits() {
 /// never lets it become ready. 3s for the shell, up to 3 × 3s more for the neighbours'
 /// connections on a loaded machine, and a few seconds to end; far less than 40s.
 fn a_start_up_file_reading_stdin_fails_the_deploy(shell: &str, file: &str, text: &str) {
-    let d = setup_on(
-        Fleet::with_login_shells(&[("web1", "bash"), ("web2", shell), ("web3", "bash")]),
-        "",
-        "",
-    );
-    run_within(&d, &["--no-progress", "deploy"], BOUND).expect_code(0);
+    let d = deployed_with_web2_in(shell);
     let before = d.currents();
     d.repo.commit("2");
     edit_deployfile(&d, "connect_timeout = \"30s\"", "connect_timeout = \"3s\"");
@@ -295,7 +297,7 @@ fn a_zshenv_that_reads_a_line_of_stdin_fails_the_deploy_within_connect_timeout()
 /// `file`: deploys and a task succeed, the banner shows nowhere, the task's output on web2 is
 /// its own, and no lock is left.
 fn a_banner_is_ignored(shell: &str, file: &str, banner: &str, visible: &[&str]) {
-    let fleet = Fleet::with_login_shells(&[("web1", "bash"), ("web2", shell), ("web3", "bash")]);
+    let fleet = web2_in(shell);
     fleet.hosts[1].write_startup_file(file, &format!("printf '{banner}'\n"));
     let d = plain_deploy(fleet, "[tasks.hello]\nrun = \"echo task-output\"\n");
     for version in ["1", "2"] {
