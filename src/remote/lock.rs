@@ -8,8 +8,9 @@ use crate::shell::{QuoteError, Script, quote};
 
 /// Takes the deploy lock and reads the state in one round trip. The lock is a symlink whose
 /// target is the owner line: `ln -s` creates it, owner and all, in one atomic step that fails
-/// if anything is already there, so no other deployr ever sees a lock without its owner. Why it
-/// could not be taken, when nobody holds it (a read-only or full disk), is reported as such.
+/// if anything is already there, so no other deployr ever sees a lock without its owner; one
+/// that loses that race to another finds the lock held, as if it had come a moment later. Why
+/// it could not be taken, when nobody holds it (a read-only or full disk), is reported as such.
 pub fn take(host: &Host, owner: &str) -> Result<String, QuoteError> {
     let dir = quote(&format!("{}/.deployr", host.deploy_to), "deploy_to")?;
     let lock = quote(&format!("{}/.deployr/lock", host.deploy_to), "deploy_to")?;
@@ -22,6 +23,8 @@ pub fn take(host: &Host, owner: &str) -> Result<String, QuoteError> {
         "  elif e=$(ln -s {} {} 2>&1); then printf '%s\\n' {}",
         &[&quote(owner, "the lock owner")?, &lock, &taken],
     );
+    // Another deployr made it between the test and `ln`: it is held, and the state says by whom.
+    s.line("  elif [ -L {} ]; then :", &[&lock]);
     s.line("  else printf '%s=%s\\n' {} \"$e\"; fi", &[&error]);
     s.line("else printf '%s=%s\\n' {} \"$e\"; fi", &[&error]);
     s.append(state::read(host)?);

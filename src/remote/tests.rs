@@ -630,3 +630,45 @@ fn an_artifact_is_checked_unpacked_and_linked_in_dash_in_an_awkward_deploy_to() 
     assert!(err.contains(&format!("not {sha};")), "{err}");
     assert!(!artifacts.join(format!("{sha}.tar.gz")).exists());
 }
+
+/// Two deployrs race for the lock: the other one's `ln -s` lands between this script's test
+/// and its own `ln -s`. The loser finds the lock held, by the winner, like any later comer (so
+/// `--lock-wait` waits and exit 4 names the holder), not a failure to take a free lock.
+#[test]
+fn losing_the_race_for_the_lock_finds_it_held_by_the_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for tool in ["mkdir", "readlink", "tail", "sed"] {
+        let found = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{tool}"));
+        std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
+    }
+    // `ln` as the winner makes it: its own lock first, then this script's attempt fails.
+    let real_ln = ["/usr/bin/ln", "/bin/ln"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap();
+    std::fs::write(
+        bin.join("ln"),
+        format!("#!/bin/sh\n{real_ln} -s 'winner token=w' \"$3\"\nexec {real_ln} \"$@\"\n"),
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(bin.join("ln")).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(bin.join("ln"), permissions).unwrap();
+    let host = host(&dir.path().join("srv").to_string_lossy());
+    let (ok, out, err) = dash(
+        &lock::take(&host, "loser token=l").unwrap(),
+        "",
+        &bin.to_string_lossy(),
+    );
+    assert!(ok, "{err}");
+    let state = state::parse(&lines(&out));
+    assert!(!state.lock_taken, "{out}");
+    assert_eq!(state.lock_error, None, "{out}");
+    assert_eq!(state.lock.as_deref(), Some("winner token=w"), "{out}");
+}
