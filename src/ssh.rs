@@ -476,8 +476,11 @@ impl HostShell {
         match outcome {
             None => Ok((host_shell, printed)),
             Some(Outcome::TimedOut(after)) => {
-                host_shell.alive = false;
-                let _ = host_shell.channel.close().await;
+                // A timed-out read has stopped the shell already; a send that timed out has
+                // not. Either way within GRACE, and a host that does not answer is cut off.
+                if host_shell.alive {
+                    host_shell.stop(Outcome::TimedOut(after)).await;
+                }
                 Err(frame::not_ready(
                     &format!(
                         "it was not ready within {}",
@@ -724,11 +727,16 @@ impl Armed {
 }
 
 impl Session {
+    /// Opens a channel ahead for the next command, unless one is already on its way: replacing
+    /// it would drop a channel that may have opened, which russh does not close, and the
+    /// server counts against `MaxSessions`.
     fn open_spare(&self) {
-        let handle = self.handle.clone();
-        let opening = tokio::spawn(async move { handle.channel_open_session().await });
-        if let Some(unused) = self.spare.lock().expect("spare channel").replace(opening) {
-            unused.abort();
+        let mut spare = self.spare.lock().expect("spare channel");
+        if spare.is_none() {
+            let handle = self.handle.clone();
+            *spare = Some(tokio::spawn(
+                async move { handle.channel_open_session().await },
+            ));
         }
     }
 
