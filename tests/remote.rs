@@ -648,3 +648,29 @@ fn a_fifty_megabyte_line_completes_cut_short_in_bounded_memory() {
         run.stdout_bytes
     );
 }
+
+/// A health check whose first attempt fails: every attempt starts the login shell again, and
+/// each says its begin line; none of those lines is the check's output. The deploy succeeds on
+/// the second attempt, every host on the new release, no lock left.
+#[test]
+fn a_health_check_retried_shows_no_begin_line() {
+    let d = setup_on(
+        web2_in("zsh"),
+        "",
+        "[healthcheck]\nrun = \"echo attempt; test -f tried || { touch tried; exit 1; }\"\nattempts = 2\ninterval = \"1s\"\ntimeout = \"10s\"\n",
+    );
+    let run = run_within(&d, &["--no-progress", "deploy"], BOUND);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("healthcheck | attempt"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.all().contains("deployr-command-begins"),
+        "{}",
+        run.all()
+    );
+    assert_all_serve(&d, "1");
+    assert_no_lock(&d);
+}

@@ -11,6 +11,9 @@ use crate::transport::{Outcome, Sink, Stream};
 /// came before on that stream is the shell's start-up output (a banner, a `motd`), not the
 /// step's. deployr's own scripts have nothing to wait for.
 pub struct Gate {
+    /// Whether the step's output comes through the login shell, which says when the command
+    /// begins: once per run of the shell (a health check runs it once per attempt).
+    login_shell: bool,
     /// Whether the command began, on stdout and on stderr.
     begun: [bool; 2],
     /// Start-up output so far, the last [`HELD_LINES`] lines: shown if the command never
@@ -22,22 +25,24 @@ impl Gate {
     pub fn new(interpreter: Interpreter) -> Gate {
         let open = interpreter == Interpreter::DeployrSh;
         Gate {
+            login_shell: !open,
             begun: [open, open],
             held: std::collections::VecDeque::new(),
         }
     }
 
-    /// Passes `line` on, holds it back (start-up output), or takes it as the begin line, whose
-    /// text before the marker (a banner with no newline) is start-up output too.
+    /// Passes `line` on, holds it back (start-up output), or takes it as a begin line (the
+    /// first or a later attempt's), whose text before the marker (a banner with no newline)
+    /// is start-up output too.
     pub fn pass(&mut self, stream: Stream, line: String, on_line: &mut dyn Sink) {
         let index = stream as usize;
-        if self.begun[index] {
-            return on_line.line(stream, line);
-        }
-        if line.ends_with(BEGINS) {
+        if self.login_shell && line.ends_with(BEGINS) {
             self.begun[index] = true;
             self.held.retain(|(held, _)| *held != stream);
             return;
+        }
+        if self.begun[index] {
+            return on_line.line(stream, line);
         }
         if self.held.len() == HELD_LINES {
             self.held.pop_front();
