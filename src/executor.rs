@@ -171,41 +171,36 @@ pub fn may_leave_out(error: &ConnectError) -> bool {
 /// refuse to run anything anywhere; or, when `leave_out` allows it, the connected hosts and
 /// the failures of those left out.
 pub struct Connected {
-    /// One per host that was connected, with its index in the selection.
-    pub connections: Vec<(usize, Arc<Connection>)>,
+    /// One per host that was connected, in the selection's order.
+    pub connections: Vec<Arc<Connection>>,
     pub left_out: Vec<ConnectFailure>,
 }
 
-/// Connects to every host; up to `leave_out` hosts that cannot be reached (see
-/// [`may_leave_out`]) are left out, and any other failure closes what was opened.
-pub async fn connect_all(
-    hosts: &[Host],
-    concurrency: usize,
-    connecting: Connecting,
+/// Settles what connecting to every host gave (one result per host): up to `leave_out` hosts
+/// that cannot be reached (see [`may_leave_out`]) are left out, as long as one host is left to
+/// work on; any other failure closes what was opened.
+pub async fn settle(
+    results: Vec<Result<Arc<Connection>, ConnectFailure>>,
     leave_out: usize,
-    events: &Events,
 ) -> Result<Connected, Vec<ConnectFailure>> {
     let mut connections = Vec::new();
     let mut failed = Vec::new();
-    for (index, result) in connect(hosts, concurrency, connecting, events)
-        .await
-        .into_iter()
-        .enumerate()
-    {
+    for result in results {
         match result {
-            Ok(connection) => connections.push((index, connection)),
+            Ok(connection) => connections.push(connection),
             Err(failure) => failed.push(failure),
         }
     }
-    let allowed = failed.len() <= leave_out && failed.iter().all(|f| may_leave_out(&f.error));
+    let allowed = !connections.is_empty()
+        && failed.len() <= leave_out
+        && failed.iter().all(|f| may_leave_out(&f.error));
     if failed.is_empty() || allowed {
         Ok(Connected {
             connections,
             left_out: failed,
         })
     } else {
-        let opened: Vec<Arc<Connection>> = connections.into_iter().map(|(_, c)| c).collect();
-        disconnect(&opened).await;
+        disconnect(&connections).await;
         Err(failed)
     }
 }

@@ -270,6 +270,47 @@ fn a_dead_host_stops_the_deploy_unless_allowed_and_catch_up_brings_it_level_late
     );
 }
 
+/// `--allow-unreachable` leaves out dead hosts, but never every host: with the whole fleet
+/// down the command fails to connect (exit 3), runs nothing and panics nowhere. With some
+/// hosts up, the hooks see the exit code deployr ends with (6), not 0.
+#[test]
+fn allow_unreachable_never_leaves_out_every_host_and_hooks_see_exit_6() {
+    let mut d = setup_on(
+        Fleet::start(3),
+        "",
+        "[[on_success]]\nname = \"chat\"\nrun = \"echo {{exit_code}} {{result}} >> hooks.log\"\n",
+    );
+    let log = d.fleet.dir.path().join("hooks.log");
+    d.fleet.hosts[2].kill();
+    let run = d.deployr(&["deploy", "--allow-unreachable", "1"]);
+    run.expect_code(6);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "6 ok\n");
+    let after = d.currents();
+    assert!(!after[0].is_empty() && after[1] == after[0], "{after:?}");
+    assert_eq!(after[2], "", "web3 was left out");
+
+    d.repo.commit("2");
+    d.fleet.hosts[0].kill();
+    d.fleet.hosts[1].kill();
+    for allowance in ["3", "100%"] {
+        let started = Instant::now();
+        let run = d.deployr(&["deploy", "--allow-unreachable", allowance]);
+        run.expect_code(3);
+        assert!(started.elapsed() < Duration::from_secs(60));
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        for host in ["web1", "web2", "web3"] {
+            assert!(run.stderr.contains(host), "{}", run.stderr);
+        }
+    }
+    assert_eq!(d.currents(), after, "nothing changed anywhere");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "6 ok\n",
+        "no hook ran for a command that reached no host"
+    );
+    assert!(d.locked().is_empty(), "{:?}", d.locked());
+}
+
 #[test]
 fn a_changed_host_key_is_never_left_out_as_unreachable() {
     let d = five();

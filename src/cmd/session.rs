@@ -482,22 +482,7 @@ impl Context {
         let leave_out = self
             .allow_unreachable
             .map_or(0, |portion| portion.of(self.hosts.len()));
-        let connected = match self.dry_connections() {
-            Some(connections) => Ok(executor::Connected {
-                connections: connections.into_iter().enumerate().collect(),
-                left_out: Vec::new(),
-            }),
-            None => {
-                executor::connect_all(
-                    &self.hosts,
-                    self.concurrency,
-                    self.deployfile.connecting,
-                    leave_out,
-                    &events,
-                )
-                .await
-            }
-        };
+        let connected = executor::settle(self.connect(&events).await, leave_out).await;
         let result = match connected {
             Err(failures) => Err(Error::Connect(failures)),
             Ok(connected) => {
@@ -521,11 +506,16 @@ impl Context {
                     });
                     &narrowed
                 };
-                let connections = connected.connections.into_iter().map(|(_, c)| c);
-                let session = Session::new(context, connections.collect(), &events);
+                let session = Session::new(context, connected.connections, &events);
                 let result = self.blame_the_signal(work(context, &session).await);
                 self.set_busy("releasing the deploy lock");
+                // The hosts record how the work went; the hooks see the exit code, which says
+                // that hosts were left out.
                 let ending = self.changes_hosts.then(|| Ending::of(&result));
+                let result = match result {
+                    Ok(_) if !left_out.is_empty() => Err(Error::LeftOut(left_out)),
+                    result => result,
+                };
                 session.unlock(ending.as_ref()).await;
                 if let Some(ending) = &ending {
                     self.set_busy("running the hooks");
@@ -533,10 +523,7 @@ impl Context {
                     session.hooks(ending, exit_code).await;
                 }
                 session.close().await;
-                match result {
-                    Ok(_) if !left_out.is_empty() => Err(Error::LeftOut(left_out)),
-                    result => result,
-                }
+                result
             }
         };
         drop(events);
