@@ -169,6 +169,17 @@ fn a_canary_that_leaves_no_second_wave_is_refused_before_connecting() {
     assert!(run.stderr.contains("second wave"), "{}", run.stderr);
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(d.currents(), vec![""; 5]);
+    // Four canaries of five hosts leave a second wave, unless one host is left out.
+    let run = d.deployr(&["deploy", "--canary", "4", "--allow-unreachable", "1"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .contains("left if --allow-unreachable leaves out 1"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(d.currents(), vec![""; 5]);
+    assert!(d.locked().is_empty(), "{:?}", d.locked());
 }
 
 #[test]

@@ -21,7 +21,7 @@ pub async fn command(
     canary: Option<Portion>,
 ) -> Result<(), Error> {
     let release = release.map(ReleaseId::parse).transpose()?;
-    canaries(context, canary)?;
+    refuse_a_canary_without_second_wave(context, canary)?;
     context
         .with_session(async |context, session| {
             let states = session.lock("activate").await?;
@@ -48,19 +48,50 @@ pub fn canaries(context: &Context, canary: Option<Portion>) -> Result<Vec<usize>
     let Some(portion) = canary else {
         return Ok(Vec::new());
     };
-    let total = context.hosts.len();
-    let count = portion.of(total).max(1);
-    if count >= total {
-        return Err(Error::Usage(format!(
-            "--canary {} would take {count} of the {total} selected host{}, leaving none for the second wave; use a smaller number, or no --canary",
-            match portion {
-                Portion::Hosts(n) => n.to_string(),
-                Portion::Percent(p) => format!("{p}%"),
-            },
-            if total == 1 { "" } else { "s" }
-        )));
-    }
+    let count = first_wave(portion, context.hosts.len(), 0)?;
     Ok((0..count).collect())
+}
+
+/// Before connecting: refuses a `--canary` that could leave no second wave, once
+/// `--allow-unreachable` has left out as many hosts as it allows.
+pub fn refuse_a_canary_without_second_wave(
+    context: &Context,
+    canary: Option<Portion>,
+) -> Result<(), Error> {
+    let Some(portion) = canary else {
+        return Ok(());
+    };
+    let total = context.hosts.len();
+    let leave_out = context.allow_unreachable.map_or(0, |p| p.of(total));
+    first_wave(portion, total, leave_out).map(drop)
+}
+
+/// How many of `total` hosts, of which up to `leave_out` may be left out, the first wave of
+/// `--canary portion` takes; an error if that could leave none for the second wave.
+fn first_wave(portion: Portion, total: usize, leave_out: usize) -> Result<usize, Error> {
+    let reached = total.saturating_sub(leave_out);
+    let count = portion.of(reached).max(1);
+    if count < reached {
+        return Ok(count);
+    }
+    let name = |portion| match portion {
+        Portion::Hosts(n) => n.to_string(),
+        Portion::Percent(p) => format!("{p}%"),
+    };
+    let of = if leave_out == 0 {
+        format!(
+            "the {total} selected host{}",
+            if total == 1 { "" } else { "s" }
+        )
+    } else {
+        format!(
+            "the {reached} of {total} selected hosts left if --allow-unreachable leaves out {leave_out}"
+        )
+    };
+    Err(Error::Usage(format!(
+        "--canary {} would take {count} of {of}, leaving none for the second wave; use a smaller number, or no --canary",
+        name(portion)
+    )))
 }
 
 /// What a switch is for: an activation runs the health check and prunes; a rollback does not.

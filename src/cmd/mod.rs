@@ -336,7 +336,7 @@ async fn deploy(
     force: bool,
     canary: Option<Portion>,
 ) -> Result<(), Error> {
-    activate::canaries(context, canary)?;
+    activate::refuse_a_canary_without_second_wave(context, canary)?;
     context
         .with_session(async |context, session| {
             let mut states = session.lock("deploy").await?;
