@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{Deploy, Fleet, edit_deployfile, finish, setup_on};
+use crate::support::{
+    Deploy, Fleet, edit_deployfile, fast_again, finish, setup_on, slow_on, slow_step, wait_for,
+};
 
 /// Five hosts (web1 has `db`) with a health check that fails where an `unhealthy` file is.
 fn five() -> Deploy {
@@ -230,13 +232,13 @@ fn a_dead_host_stops_the_deploy_unless_allowed_and_catch_up_brings_it_level_late
     assert!(status.all().contains("drift"), "{}", status.all());
     assert!(status.all().contains("catch-up"), "{}", status.all());
 
-    // A dry run reads no host: it shows the survey it would make of every host, and changes
-    // nothing (its stand-in hosts all serve one release, so it has nothing to catch up).
+    // A dry run reads no host: it shows the lock and survey it would take on every host, and
+    // changes nothing (its stand-in hosts all serve one release, so it has nothing to catch up).
     let dry = d.deployr(&["catch-up", "--dry-run"]);
     dry.expect_code(0);
     for host in ["web1", "web5"] {
         assert!(
-            dry.stdout.contains(&format!("{host} state $ ")),
+            dry.stdout.contains(&format!("{host} lock $ ")),
             "{}",
             dry.all()
         );
@@ -279,6 +281,49 @@ fn a_dead_host_stops_the_deploy_unless_allowed_and_catch_up_brings_it_level_late
         "{}",
         again.all()
     );
+}
+
+/// While catch-up brings a drifted host level, the hosts already on the release are locked:
+/// a deploy to them waits its turn (exit 4, naming catch-up) instead of moving them to another
+/// release under catch-up's feet. Catch-up then ends with every host on one release, no lock
+/// left, and no record on the hosts it did not change.
+#[test]
+fn catch_up_holds_the_hosts_on_the_release_so_nothing_moves_them_meanwhile() {
+    let mut d = setup_on(Fleet::start(3), "", &slow_step("prepare", "warm"));
+    d.deployr(&["deploy"]).expect_code(0);
+    d.fleet.hosts[2].kill();
+    d.repo.commit("2");
+    d.deployr(&["deploy", "--allow-unreachable", "1"])
+        .expect_code(6);
+    d.fleet.hosts[2].restart();
+    let level = d.currents()[0].clone();
+    let history: Vec<Vec<String>> = (0..2).map(|h| d.history(h)).collect();
+
+    slow_on(&d, 2);
+    let catching_up = d.spawn(&["catch-up"]);
+    wait_for(&d.fleet.hosts[2].deploy_to.join("in-warm"));
+    d.repo.commit("3");
+    let started = Instant::now();
+    let run = d.deployr(&["deploy", "--hosts", "web1,web2"]);
+    run.expect_code(4);
+    assert!(run.stderr.contains("catch-up"), "{}", run.stderr);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    fast_again(&d);
+    let run = finish(catching_up, Duration::from_secs(120));
+    run.expect_code(0);
+
+    assert_eq!(d.currents(), vec![level; 3]);
+    assert_eq!(d.served_versions(), vec!["2"; 3]);
+    assert!(d.locked().is_empty(), "{:?}", d.locked());
+    assert!(d.journaled().is_empty(), "{:?}", d.journaled());
+    for host in 0..2 {
+        assert_eq!(
+            d.history(host),
+            history[host],
+            "web{} got a record",
+            host + 1
+        );
+    }
 }
 
 /// `--allow-unreachable` leaves out dead hosts, but never every host: with the whole fleet

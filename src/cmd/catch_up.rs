@@ -20,33 +20,53 @@ struct Drift {
     behind: Vec<String>,
 }
 
+/// Locks every selected host, so that nothing moves the hosts on the release while the others
+/// catch up to it; works only on the hosts that are behind, in a part of the session; the
+/// others get nothing else, not even a history record.
 pub async fn command(context: &Context) -> Result<(), Error> {
-    let drift = context
-        .with_session(async |context, session| survey(context, session).await)
-        .await?;
-    let Some(drift) = drift else {
-        return Ok(());
-    };
-    let mut behind = context.clone();
-    behind
-        .hosts
-        .retain(|host| drift.behind.contains(&host.name));
-    behind
+    context
         .with_session(async |context, session| {
-            let states = session.lock("catch-up").await?;
-            session.service_checks().await?;
-            catch_up(context, session, states, &drift).await
+            let mut states = session.lock("catch-up").await?;
+            let all = 0..context.hosts.len();
+            let Some(drift) = survey(context, session, &states)? else {
+                session.recorded(all);
+                return Ok(());
+            };
+            let members: Vec<usize> = all
+                .clone()
+                .filter(|&i| drift.behind.contains(&context.hosts[i].name))
+                .collect();
+            session.recorded(all.filter(|i| !members.contains(i)));
+            let mut behind = context.clone();
+            behind
+                .hosts
+                .retain(|host| drift.behind.contains(&host.name));
+            let part = session.part(&behind, &members);
+            let states = members
+                .iter()
+                .map(|&i| std::mem::take(&mut states[i]))
+                .collect();
+            let result = async {
+                part.service_checks().await?;
+                catch_up(&behind, &part, states, &drift).await
+            }
+            .await;
+            session.adopt(part, &members);
+            result
         })
         .await
 }
 
-/// Reads every selected host's state and says which hosts catch-up will touch.
-async fn survey(context: &Context, session: &Session<'_>) -> Result<Option<Drift>, Error> {
-    let states = session.states().await?;
+/// Which hosts catch-up will touch, from every selected host's state.
+fn survey(
+    context: &Context,
+    session: &Session<'_>,
+    states: &[HostState],
+) -> Result<Option<Drift>, Error> {
     let journaled: Vec<&str> = context
         .hosts
         .iter()
-        .zip(&states)
+        .zip(states)
         .filter(|(_, state)| state.activating.is_some())
         .map(|(host, _)| host.name.as_str())
         .collect();
@@ -69,7 +89,7 @@ async fn survey(context: &Context, session: &Session<'_>) -> Result<Option<Drift
     let behind: Vec<(String, String)> = context
         .hosts
         .iter()
-        .zip(&states)
+        .zip(states)
         .filter(|(_, state)| state.current.as_deref() != Some(release))
         .map(|(host, state)| {
             let on = state.current.as_deref().unwrap_or("no release");
@@ -90,8 +110,7 @@ async fn survey(context: &Context, session: &Session<'_>) -> Result<Option<Drift
     let listed: Vec<&str> = behind.iter().map(|(_, text)| text.as_str()).collect();
     let others = context.hosts.len() - behind.len();
     session.notice(format!(
-        "{} {} to {release} ({} of commit {}), the release {others} other host{} serve{}: {}",
-        "bringing",
+        "bringing {} to {release} ({} of commit {}), the release {others} other host{} serve{}: {}",
         if behind.len() == 1 {
             "1 host".to_string()
         } else {

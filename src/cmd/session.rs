@@ -339,7 +339,53 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Notes that these hosts' history has this command's record already.
+    /// A session over some of this session's hosts, `members` (indices into its hosts), for
+    /// work that only they take part in: `context` holds just them, and the part uses the same
+    /// connections and holds their locks. What it gives back, records and is about comes back
+    /// with [`Session::adopt`].
+    pub(super) fn part<'b>(&self, context: &'b Context, members: &[usize]) -> Session<'b> {
+        let locked = self.locked.lock().expect("lock list");
+        Session {
+            context,
+            connections: members
+                .iter()
+                .map(|&i| self.connections[i].clone())
+                .collect(),
+            here: context.here(),
+            events: self.events.clone(),
+            locked: Mutex::new(
+                (0..members.len())
+                    .filter(|&i| locked.contains(&members[i]))
+                    .collect(),
+            ),
+            recorded: Mutex::new(Vec::new()),
+            subject: Mutex::new(None),
+        }
+    }
+
+    /// Takes back a [`Session::part`] over `members`: the locks it gave back, the records it
+    /// wrote, and the release it was about. Its connections stay open: they are this
+    /// session's.
+    pub(super) fn adopt(&self, part: Session<'_>, members: &[usize]) {
+        let held = part.locked.into_inner().expect("lock list");
+        self.unlocked(
+            (0..members.len())
+                .filter(|i| !held.contains(i))
+                .map(|i| members[i]),
+        );
+        let recorded = part.recorded.into_inner().expect("recorded");
+        self.recorded(recorded.into_iter().map(|i| members[i]));
+        if let Some(subject) = part.subject.into_inner().expect("subject") {
+            let mut previous = vec![None; self.hosts().len()];
+            for (i, served) in subject.previous.into_iter().enumerate() {
+                previous[members[i]] = served;
+            }
+            self.about(&subject.info, &previous);
+        }
+    }
+
+    /// Notes that these hosts' history has this command's record already, or must get none
+    /// (hosts a command locked but did nothing on).
     pub(super) fn recorded(&self, hosts: impl Iterator<Item = usize>) {
         self.recorded.lock().expect("recorded").extend(hosts);
     }
