@@ -76,7 +76,7 @@ fn survey(
             journaled.join(", ")
         )));
     }
-    let Some(release) = majority(&states) else {
+    let Some(release) = majority(states) else {
         return Err(Error::Refused(
             "no release is served by more selected hosts than any other, so there is nothing to catch up to; choose one with `deployr activate --release ID`. Nothing was changed".into(),
         ));
