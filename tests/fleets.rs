@@ -316,13 +316,8 @@ fn catch_up_holds_the_hosts_on_the_release_so_nothing_moves_them_meanwhile() {
     assert_eq!(d.served_versions(), vec!["2"; 3]);
     assert!(d.locked().is_empty(), "{:?}", d.locked());
     assert!(d.journaled().is_empty(), "{:?}", d.journaled());
-    for host in 0..2 {
-        assert_eq!(
-            d.history(host),
-            history[host],
-            "web{} got a record",
-            host + 1
-        );
+    for (host, before) in history.iter().enumerate() {
+        assert_eq!(&d.history(host), before, "web{} got a record", host + 1);
     }
 }
 
