@@ -67,6 +67,16 @@ impl HostState {
             .map(|(_, commit)| commit.as_str())
     }
 
+    /// What a prepare that just succeeded wrote on the host, without reading it again.
+    pub fn note_prepared(&mut self, prepared: &Prepared) {
+        if !self.has_release(&prepared.release) {
+            let release = (prepared.release.to_string(), prepared.commit.clone());
+            self.releases.push(release);
+        }
+        self.ready.insert(prepared.release.to_string());
+        self.prepared = Some(prepared.clone());
+    }
+
     pub fn has_release(&self, release: &str) -> bool {
         self.releases.iter().any(|(id, _)| id == release)
     }

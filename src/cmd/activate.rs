@@ -105,13 +105,13 @@ pub(super) enum Action {
 fn choose_target(
     context: &Context,
     states: &[HostState],
-    requested: Option<&str>,
-) -> Result<String, Error> {
+    requested: Option<&ReleaseId>,
+) -> Result<ReleaseId, Error> {
     let hosts = &context.hosts;
     let target = match requested {
-        Some(id) => id.to_string(),
+        Some(id) => id.clone(),
         None => {
-            let mut prepared: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            let mut prepared: BTreeMap<&ReleaseId, Vec<&str>> = BTreeMap::new();
             for (host, state) in hosts.iter().zip(states) {
                 if let Some(p) = &state.prepared {
                     prepared.entry(&p.release).or_default().push(&host.name);
@@ -123,7 +123,7 @@ fn choose_target(
                         "no selected host has a prepared release (or the last prepare failed); run `deployr prepare` first, or pass --release ID".into(),
                     ));
                 }
-                1 => prepared.keys().next().expect("one").to_string(),
+                1 => (*prepared.keys().next().expect("one")).clone(),
                 _ => {
                     let groups: Vec<String> = prepared
                         .iter()
@@ -284,8 +284,8 @@ pub async fn activate(
         };
         return switch_all(context, session, &states, switch, Instant::now()).await;
     }
-    let target = choose_target(context, &states, requested.map(ReleaseId::as_str))?;
-    let info = release_info(&states, &ReleaseId::parse(&target)?);
+    let target = choose_target(context, &states, requested)?;
+    let info = release_info(&states, &target);
     session.about(&info, &previous);
     let started = Instant::now();
     for step in plan::activate_steps(

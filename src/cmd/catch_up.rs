@@ -171,10 +171,7 @@ async fn catch_up(
         )
         .await?;
         for state in &mut states {
-            state
-                .releases
-                .push((prepared.release.to_string(), prepared.commit.clone()));
-            state.prepared = Some(prepared.clone());
+            state.note_prepared(&prepared);
         }
     }
     let info = activate::release_info(&states, release);

@@ -79,6 +79,10 @@ pub struct Invocation {
     pub now: chrono::DateTime<chrono::Utc>,
     /// Identifies this invocation's deploy lock, so only its own lock is released.
     pub token: String,
+    /// Who runs it and where, for history records: found once, not once per host (the
+    /// password database may be a network lookup).
+    pub actor: String,
+    pub machine: String,
     /// Set by the first SIGINT, SIGTERM or SIGHUP.
     pub cancel: Cancel,
     /// What a second signal says deployr is still doing.
@@ -143,6 +147,8 @@ impl Context {
                     std::process::id(),
                     now.timestamp_nanos_opt().unwrap_or_default()
                 ),
+                actor: crate::history::actor(),
+                machine: crate::owner::machine(),
             },
             lock_wait: args.lock_wait.unwrap_or_default(),
             style: style(args),
@@ -343,13 +349,8 @@ async fn deploy(
             session.service_checks().await?;
             let prepared =
                 prepare::prepare(context, session, &states, reference, force, None).await?;
-            // What prepare just wrote, without reading every host again.
             for state in &mut states {
-                if !state.has_release(&prepared.release) {
-                    let release = (prepared.release.to_string(), prepared.commit.clone());
-                    state.releases.push(release);
-                }
-                state.prepared = Some(prepared.clone());
+                state.note_prepared(&prepared);
             }
             activate::activate(context, session, states, Some(&prepared.release), canary).await
         })

@@ -401,7 +401,8 @@ impl<'a> Session<'a> {
     /// This command's history record for `host`, as one line.
     pub(super) fn record(&self, host: usize, ending: &Ending) -> String {
         let context = self.context;
-        let subject = self.subject.lock().expect("subject").clone();
+        let subject = self.subject.lock().expect("subject");
+        let subject = subject.as_ref();
         let (failed_step, failed_host, error) = match &ending.failure {
             Some((step, host, error)) => (
                 Some(step.clone()).filter(|s| !s.is_empty()),
@@ -415,9 +416,9 @@ impl<'a> Session<'a> {
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             id: context.invocation.token.clone(),
             command: context.command.clone(),
-            release: subject.as_ref().map(|s| s.info.release.to_string()),
-            commit: subject.as_ref().and_then(|s| non_empty(&s.info.commit)),
-            reference: subject.as_ref().and_then(|s| non_empty(&s.info.reference)),
+            release: subject.map(|s| s.info.release.to_string()),
+            commit: subject.and_then(|s| non_empty(&s.info.commit)),
+            reference: subject.and_then(|s| non_empty(&s.info.reference)),
             previous: subject.and_then(|s| s.previous.get(host).cloned().flatten()),
             result: ending.result,
             failed_step,
@@ -426,8 +427,8 @@ impl<'a> Session<'a> {
             duration_ms: (chrono::Utc::now() - context.invocation.now)
                 .num_milliseconds()
                 .max(0) as u64,
-            actor: history::actor(),
-            machine: owner::machine(),
+            actor: context.invocation.actor.clone(),
+            machine: context.invocation.machine.clone(),
         }
         .to_line()
     }

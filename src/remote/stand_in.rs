@@ -35,13 +35,8 @@ pub const RESOLVED: &str = "4444444444444444444444444444444444444444";
 
 #[derive(Debug, Clone)]
 pub struct StandIn {
-    /// Oldest first: (id, commit).
-    releases: Vec<(String, String)>,
-    current: String,
-    prepared: (String, String),
-    /// The activation that made `current` live, from the release before it.
-    activated: Record,
-    reference: String,
+    /// What the state script prints on the stand-in host.
+    state: Vec<String>,
 }
 
 impl StandIn {
@@ -57,13 +52,14 @@ impl StandIn {
             releases.push((named.to_string(), "5".repeat(40)));
             releases.sort();
         }
+        // The activation that made `current` live, from `kept`.
         let activated = Record {
             time: (now - chrono::Duration::days(1))
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             id: String::new(),
             command: "deploy".into(),
             release: Some(current.0.clone()),
-            commit: Some(current.1.clone()),
+            commit: Some(current.1),
             reference: Some(reference.to_string()),
             previous: Some(kept.0),
             result: Outcome::Ok,
@@ -74,22 +70,31 @@ impl StandIn {
             actor: "stand-in".into(),
             machine: "stand-in".into(),
         };
-        StandIn {
-            releases,
-            current: current.0,
-            prepared,
-            activated,
-            reference: reference.to_string(),
+        let mut state = vec![format!("{}=releases/{}", key::CURRENT, current.0)];
+        let (prepared, commit) = &prepared;
+        for (name, value) in [
+            (marker::RELEASE, prepared),
+            (marker::COMMIT, commit),
+            (marker::REF, &reference.to_string()),
+            (marker::TIME, prepared),
+        ] {
+            state.push(format!("{}{name}={value}", key::PREPARED_PREFIX));
         }
+        for (id, commit) in &releases {
+            state.push(format!("{}={id} {commit}", key::RELEASE));
+            state.push(format!("{}={id}", key::READY));
+        }
+        state.push(format!("{}={}", key::HISTORY, activated.to_line()));
+        StandIn { state }
     }
 
     /// What the stand-in host prints for `read`.
     pub fn answer(&self, read: Read) -> Vec<String> {
         match read {
-            Read::State => self.state(),
+            Read::State => self.state.clone(),
             Read::Lock => {
                 let mut lines = vec![format!("{}=yes", key::LOCK_TAKEN)];
-                lines.extend(self.state());
+                lines.extend(self.state.iter().cloned());
                 lines
             }
             Read::Commit => vec![RESOLVED.to_string(), "0".to_string()],
@@ -99,25 +104,6 @@ impl StandIn {
             ],
             Read::Diff => Vec::new(),
         }
-    }
-
-    fn state(&self) -> Vec<String> {
-        let (prepared, commit) = &self.prepared;
-        let mut lines = vec![format!("{}=releases/{}", key::CURRENT, self.current)];
-        for (name, value) in [
-            (marker::RELEASE, prepared),
-            (marker::COMMIT, commit),
-            (marker::REF, &self.reference),
-            (marker::TIME, prepared),
-        ] {
-            lines.push(format!("{}{name}={value}", key::PREPARED_PREFIX));
-        }
-        for (id, commit) in &self.releases {
-            lines.push(format!("{}={id} {commit}", key::RELEASE));
-            lines.push(format!("{}={id}", key::READY));
-        }
-        lines.push(format!("{}={}", key::HISTORY, self.activated.to_line()));
-        lines
     }
 }
 
