@@ -11,7 +11,12 @@ use crate::shell::{QuoteError, Script, fail, quote, sh, text};
 
 /// Where an uploaded artifact is kept on a host, named by its checksum.
 pub fn artifact_path(host: &Host, sha256: &str) -> String {
-    format!("{}/.deployr/artifacts/{sha256}.tar.gz", host.deploy_to)
+    format!("{}/{}", host.deploy_to, artifact_in_deploy_to(sha256))
+}
+
+/// [`artifact_path`], from `deploy_to`.
+fn artifact_in_deploy_to(sha256: &str) -> String {
+    format!(".deployr/artifacts/{sha256}.tar.gz")
 }
 
 /// With git: clears the prepared marker, brings the mirror up to date with `commit` (`fetch`;
@@ -63,10 +68,7 @@ pub fn from_artifact(
     commit: &str,
     sha256: &str,
 ) -> Result<String, QuoteError> {
-    let artifact = quote(
-        &format!(".deployr/artifacts/{sha256}.tar.gz"),
-        "the artifact",
-    )?;
+    let artifact = quote(&artifact_in_deploy_to(sha256), "the artifact")?;
     let expected = quote(sha256, "the checksum")?;
     let dir = quote(&format!("releases/{release}"), "the release")?;
     let path = |sub: &str| quote(&format!("{}/{sub}", host.deploy_to), "deploy_to");

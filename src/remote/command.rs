@@ -35,13 +35,19 @@ fn prelude(dir: WorkDir, env: &[EnvVar], values: &Values) -> Result<Script, Quot
         ),
         WorkDir::Path(path) => s.cd(&quote(path, "the directory")?),
     };
+    export_env(&mut s, env)?;
+    let exports: Vec<(String, &str)> = values.exports().collect();
+    s.export(exports.iter().map(|(name, value)| (name.as_str(), *value)))?;
+    Ok(s)
+}
+
+/// Exports the deployfile's `[env]`.
+pub(super) fn export_env(s: &mut Script, env: &[EnvVar]) -> Result<(), QuoteError> {
     s.export(
         env.iter()
             .map(|var| (var.name.as_str(), var.value.as_str())),
     )?;
-    let exports: Vec<(String, &str)> = values.exports().collect();
-    s.export(exports.iter().map(|(name, value)| (name.as_str(), *value)))?;
-    Ok(s)
+    Ok(())
 }
 
 /// The variable that carries the command to the login shell. Lowercase, so that no

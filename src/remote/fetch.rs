@@ -3,6 +3,7 @@
 
 use crate::deployfile::EnvVar;
 use crate::inventory::Host;
+use crate::remote::command::export_env;
 use crate::shell::{QuoteError, Script, Sh, fail, quote, sh, text};
 
 /// What a fetch into a mirror is for.
@@ -42,10 +43,7 @@ pub fn resolve(
     reference: &str,
 ) -> Result<String, QuoteError> {
     let mut s = Script::new();
-    s.export(
-        env.iter()
-            .map(|var| (var.name.as_str(), var.value.as_str())),
-    )?;
+    export_env(&mut s, env)?;
     s.append(on_host(host, repo, Wanted::Ref(reference))?);
     Ok(s.finish())
 }
@@ -64,10 +62,7 @@ pub fn resolve_here(
         "mkdir -p {} || exit 1",
         &[&quote(workspace, "the workspace")?],
     );
-    s.export(
-        env.iter()
-            .map(|var| (var.name.as_str(), var.value.as_str())),
-    )?;
+    export_env(&mut s, env)?;
     s.append(mirror(mirror_path, repo, Wanted::Ref(reference))?);
     s.line(
         "git -C {} show -s --format=%ct {}",
